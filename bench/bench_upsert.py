@@ -1,0 +1,399 @@
+#!/usr/bin/env python
+"""Benchmark: upsert canonical revenue rows through the store path, beside bare COPY and
+``PostgresHook.insert_rows(replace=True)``, on the same data in the same run.
+
+Target (the issue): the store path (``Store.upsert_revenue_many``, COPY → staging → merge) reaches
+at least 0.6× the rate of a bare ``COPY … FROM STDIN`` into an empty table, and at least 4× the
+rate of ``PostgresHook.insert_rows(replace=True)``.
+
+Usage::
+
+    python bench/bench_upsert.py [--rows 1000000] [--insert-rows-rows N] [--no-fail]
+
+The database server is ``TILLFLOW_DATABASE_URL`` if set, else the project's default
+(``tillflow.store.db.database_url()``: the embedded pgserver under ``.tillflow/``). On that server the
+benchmark drops and recreates a throwaway database (``tillflow_bench`` by default) and touches
+nothing else. It prints a table and writes it to ``bench/results/upsert_<date>_<server>.txt``.
+Exit status 1 if a target is missed (unless ``--no-fail``), 2 if a sanity check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "plugins") not in sys.path:  # `python bench/bench_upsert.py` works without PYTHONPATH
+    sys.path.insert(0, str(ROOT / "plugins"))
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
+
+COLUMNS = ["account_id", "target_key", "business_date", "hour", "amount"]
+PK = ["account_id", "target_key", "business_date", "hour"]
+COPY_TABLE = "bench.revenue_copy"
+INSERT_ROWS_TABLE = "bench.revenue_insert_rows"
+CONN_ID = "bench_pg"
+STORE_TARGET = 0.6  # store rate ≥ 0.6 × bare COPY rate
+INSERT_ROWS_TARGET = 4.0  # store rate ≥ 4 × insert_rows rate
+
+
+@dataclass
+class Result:
+    method: str
+    rows: int
+    seconds: float
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds if self.seconds else float("inf")
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def mask(url: str) -> str:
+    """A URL or conninfo without its password."""
+    return re.sub(r"(password=)\S+", r"\1***", re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", url))
+
+
+def base_url() -> tuple[str, bool]:
+    """The server to benchmark and whether it is the embedded default."""
+    url = os.environ.get("TILLFLOW_DATABASE_URL")
+    if url:
+        return url, False
+    from tillflow.store.db import database_url  # noqa: PLC0415 - starts the embedded server if needed
+
+    return database_url(), True
+
+
+def recreate_database(url: str, name: str) -> str:
+    """Drop and recreate the throwaway database ``name``; return a conninfo pointing at it."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT current_database()").fetchone()[0] == name:
+            raise SystemExit(f"refusing: the server URL already points at {name!r}; point it at another database")
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_conninfo(url, dbname=name)
+
+
+def drop_database(url: str, name: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def airflow_connection_json(conninfo: str) -> str:
+    """The ``AIRFLOW_CONN_…`` JSON form of a libpq conninfo; works for TCP and unix-socket hosts alike."""
+    params = conninfo_to_dict(conninfo)
+    conn: dict[str, object] = {
+        "conn_type": "postgres",
+        "host": params.pop("host", None),
+        "login": params.pop("user", None),
+        "password": params.pop("password", None),
+        "schema": params.pop("dbname", None),
+    }
+    port = params.pop("port", None)
+    if port:
+        conn["port"] = int(port)
+    if params:  # sslmode, options, …: the hook passes extras through to psycopg
+        conn["extra"] = {k: str(v) for k, v in params.items()}
+    return json.dumps({k: v for k, v in conn.items() if v not in (None, "")})
+
+
+def make_rows(n: int, account_id: int, keys: int) -> list[tuple[int, str, date, int, Decimal]]:
+    """``n`` deterministic canonical daily revenue rows: ``keys`` target keys × consecutive days.
+
+    Rows come key-major (sorted by the primary key), like a real import of a long history.
+    ``hour`` is -1 (the whole day), which is what the store writes for ``None``.
+    """
+    days = -(-n // keys)
+    start = date(2000, 1, 1)
+    dates = [start + timedelta(days=d) for d in range(days)]
+    names = [f"unit-{k:03d}" for k in range(keys)]
+    rows = []
+    for i in range(n):
+        k, d = divmod(i, days)
+        cents = (i * 2_654_435_761) % 10_000_000  # 0.00 … 99,999.99, spread deterministically
+        rows.append((account_id, names[k], dates[d], -1, Decimal(cents).scaleb(-2)))
+    return rows
+
+
+def changed_rows(rows: list[tuple], every: int = 10) -> list[tuple]:
+    """A copy with every ``every``-th amount changed (+1.00): 10 % changed by default."""
+    return [r if i % every else (*r[:4], r[4] + Decimal("1.00")) for i, r in enumerate(rows)]
+
+
+def checkpoint(conn: psycopg.Connection) -> None:
+    """Flush dirty buffers so one method's writes are not paid for by the next one."""
+    try:
+        conn.execute("CHECKPOINT")
+    except psycopg.Error:  # not superuser / no pg_checkpoint: timings just get noisier
+        conn.rollback()
+
+
+# --------------------------------------------------------------------------- the three methods
+
+
+def run_bare_copy(url: str, rows: list[tuple]) -> Result:
+    with psycopg.connect(url) as conn:
+        checkpoint(conn)
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor().copy(f"COPY {COPY_TABLE} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        seconds = time.perf_counter() - started
+    return Result("bare COPY (baseline)", len(rows), seconds, "COPY FROM STDIN, write_row, empty table")
+
+
+def run_store(store, rows: list[tuple], label: str, run_id: str, expect: dict[str, int]) -> Result:
+    checkpoint(store.conn)
+    store.conn.commit()
+    started = time.perf_counter()
+    res = store.upsert_revenue_many(rows, mode="overwrite", run_id=run_id)
+    seconds = time.perf_counter() - started
+    got = {"inserted": res.inserted, "updated": res.updated, "unchanged": res.unchanged, "kept": res.kept}
+    if got != expect:
+        raise SanityError(f"{label}: upsert_revenue_many returned {got}, expected {expect}")
+    note = f"inserted {res.inserted:,} updated {res.updated:,} unchanged {res.unchanged:,}"
+    return Result(label, len(rows), seconds, note)
+
+
+def run_insert_rows(url: str, rows: list[tuple], commit_every: int) -> Result:
+    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = airflow_connection_json(url)
+    # quiet the hook's "Loaded N rows … so far" line per chunk (Airflow configures structlog from this)
+    os.environ.setdefault("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "airflow.task.hooks=warning")
+    from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: PLC0415 - heavy
+
+    hook = PostgresHook(postgres_conn_id=CONN_ID)
+    with psycopg.connect(url) as conn:
+        checkpoint(conn)
+    started = time.perf_counter()
+    hook.insert_rows(
+        table=INSERT_ROWS_TABLE,
+        rows=rows,
+        target_fields=COLUMNS,
+        replace=True,
+        replace_index=PK,
+        commit_every=commit_every,
+    )
+    seconds = time.perf_counter() - started
+    return Result("PostgresHook.insert_rows(replace=True)", len(rows), seconds, f"commit_every={commit_every:,}")
+
+
+class SanityError(Exception):
+    pass
+
+
+def check_table(url: str, table: str, rows: list[tuple]) -> None:
+    """The table holds exactly ``rows`` (count and amount total): every method loaded the same data."""
+    with psycopg.connect(url) as conn:
+        count, total = conn.execute(f"SELECT count(*), coalesce(sum(amount), 0) FROM {table}").fetchone()
+    want = sum(r[4] for r in rows)
+    if count != len(rows) or total != want:
+        raise SanityError(f"{table}: {count:,} rows totalling {total}, expected {len(rows):,} totalling {want}")
+
+
+# --------------------------------------------------------------------------- report
+
+
+def server_facts(url: str) -> dict[str, str]:
+    with psycopg.connect(url) as conn:
+        facts = {"version": conn.execute("SELECT version()").fetchone()[0]}
+        for name in ("shared_buffers", "work_mem", "max_wal_size", "synchronous_commit", "fsync", "wal_level"):
+            facts[name] = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0]
+    return facts
+
+
+def machine_facts() -> dict[str, str]:
+    mem = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        mem = f"{kib / 1024 / 1024:.1f} GiB"
+    except (OSError, IndexError, ValueError):
+        pass
+    return {
+        "nproc": str(os.cpu_count()),
+        "memory": mem,
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "psycopg": f"{psycopg.__version__} ({psycopg.pq.__impl__} impl, libpq {psycopg.pq.version()})",
+        "platform": platform.platform(),
+    }
+
+
+def command_line() -> str:
+    exe = Path(sys.executable)
+    try:
+        exe_s = str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        exe_s = "python" if exe.name.startswith("python") else str(exe)
+    env = ""
+    if os.environ.get("TILLFLOW_DATABASE_URL"):
+        env = f"TILLFLOW_DATABASE_URL={shlex.quote(mask(os.environ['TILLFLOW_DATABASE_URL']))} "
+    return env + shlex.join([exe_s, *sys.argv])
+
+
+def render(results: list[Result], verdicts: list[tuple[str, float, float, bool]], header: list[str],
+           notes: list[str]) -> str:
+    copy_rate = next(r.rate for r in results if r.method.startswith("bare COPY"))
+    lines = [*header, ""]
+    cols = f"{'method':<44} {'rows':>10} {'seconds':>9} {'rows/s':>10} {'vs COPY':>8}  note"
+    lines += [cols, "-" * len(cols)]
+    for r in results:
+        lines.append(f"{r.method:<44} {r.rows:>10,} {r.seconds:>9.2f} {r.rate:>10,.0f} {r.rate / copy_rate:>7.2f}x  {r.note}")
+    lines.append("")
+    for name, value, target, ok in verdicts:
+        lines.append(f"{'PASS' if ok else 'FAIL'}  {name}: {value:.2f}x (target >= {target:g}x)")
+    lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="rows per method (default 1,000,000)")
+    ap.add_argument("--insert-rows-rows", type=int, default=None, metavar="N",
+                    help="rows for PostgresHook.insert_rows (default: all of --rows); a subset is reported as such")
+    ap.add_argument("--commit-every", type=int, default=10_000, help="insert_rows commit_every (default 10,000)")
+    ap.add_argument("--keys", type=int, default=100, help="target keys; days = rows / keys (default 100)")
+    ap.add_argument("--database", default="tillflow_bench", help="throwaway database to (re)create (default tillflow_bench)")
+    ap.add_argument("--out", default=None, help="results file (default bench/results/upsert_<date>_<server>.txt; '-' = none)")
+    ap.add_argument("--keep-db", action="store_true", help="keep the throwaway database afterwards")
+    ap.add_argument("--no-fail", action="store_true", help="exit 0 even if a target is missed")
+    args = ap.parse_args(argv)
+    if args.rows < args.keys or args.rows <= 0:
+        ap.error("--rows must be at least --keys")
+    ir_rows = args.rows if args.insert_rows_rows is None else min(args.insert_rows_rows, args.rows)
+    if ir_rows <= 0:
+        ap.error("--insert-rows-rows must be positive")
+
+    from tillflow.specs import AccountSettings  # noqa: PLC0415
+    from tillflow.store import Store  # noqa: PLC0415
+
+    server, embedded = base_url()
+    print(f"server: {mask(server)}{' (embedded default)' if embedded else ''}", flush=True)
+    url = recreate_database(server, args.database)
+    facts = server_facts(url)
+    print(f"{facts['version']}\nthrowaway database {args.database!r} recreated", flush=True)
+
+    results: list[Result] = []
+    try:
+        with Store.open(url) as store:  # applies the migrations
+            account = store.upsert_account("bench", "bench", name="Benchmark", conn_id=CONN_ID,
+                                           settings=AccountSettings())
+            with store.conn.transaction():
+                store.conn.execute("CREATE SCHEMA bench")
+                for table in (COPY_TABLE, INSERT_ROWS_TABLE):
+                    # same columns, NOT NULLs, CHECKs, defaults and primary key as tillflow.revenue
+                    # (LIKE copies no foreign key); origin defaults to 'integration' so that the
+                    # same 5-column tuples load into it
+                    store.conn.execute(f"CREATE TABLE {table} (LIKE tillflow.revenue INCLUDING ALL)")
+                    store.conn.execute(f"ALTER TABLE {table} ALTER COLUMN origin SET DEFAULT 'integration'")
+
+            started = time.perf_counter()
+            rows = make_rows(args.rows, account.id, args.keys)
+            print(f"generated {len(rows):,} rows in {time.perf_counter() - started:.1f}s "
+                  f"({args.keys} target keys x {-(-args.rows // args.keys):,} days)", flush=True)
+
+            results.append(run_bare_copy(url, rows))
+            print(f"  bare COPY: {results[-1].seconds:.2f}s", flush=True)
+            check_table(url, COPY_TABLE, rows)
+
+            n = len(rows)
+            results.append(run_store(store, rows, "store upsert_revenue_many (empty table)", "bench-1",
+                                     {"inserted": n, "updated": 0, "unchanged": 0, "kept": 0}))
+            print(f"  store, empty table: {results[-1].seconds:.2f}s", flush=True)
+            check_table(url, "tillflow.revenue", rows)
+            results.append(run_store(store, rows, "  + same rows again (all unchanged)", "bench-2",
+                                     {"inserted": 0, "updated": 0, "unchanged": n, "kept": 0}))
+            print(f"  store, unchanged: {results[-1].seconds:.2f}s", flush=True)
+            changed = changed_rows(rows)
+            n_changed = -(-n // 10)
+            results.append(run_store(store, changed, "  + 10 % of amounts changed", "bench-3",
+                                     {"inserted": 0, "updated": n_changed, "unchanged": n - n_changed, "kept": 0}))
+            print(f"  store, 10 % changed: {results[-1].seconds:.2f}s", flush=True)
+            check_table(url, "tillflow.revenue", changed)
+            del changed
+
+        ir = rows[:ir_rows]
+        print(f"  insert_rows on {len(ir):,} rows …", flush=True)
+        results.append(run_insert_rows(url, ir, args.commit_every))
+        if len(ir) < len(rows):
+            results[-1].note += f"; SUBSET: {len(ir):,} of {len(rows):,} rows"
+        print(f"  insert_rows: {results[-1].seconds:.2f}s", flush=True)
+        check_table(url, INSERT_ROWS_TABLE, ir)
+    except SanityError as exc:
+        print(f"SANITY CHECK FAILED: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if not args.keep_db:
+            drop_database(server, args.database)
+
+    copy_r, store_r, ir_r = results[0], results[1], results[-1]
+    verdicts = [
+        ("store / bare COPY", store_r.rate / copy_r.rate, STORE_TARGET, store_r.rate >= STORE_TARGET * copy_r.rate),
+        ("store / insert_rows", store_r.rate / ir_r.rate, INSERT_ROWS_TARGET,
+         store_r.rate >= INSERT_ROWS_TARGET * ir_r.rate),
+    ]
+    today = datetime.now().astimezone()
+    label = f"embedded-pg{facts['version'].split()[1].split('.')[0]}" if embedded else \
+        "{}-pg{}".format(re.sub(r"[^A-Za-z0-9.]+", "-", conninfo_to_dict(server).get("host") or "local").strip("-"),
+                         facts["version"].split()[1].split(".")[0])
+    mach = machine_facts()
+    header = [
+        f"tillflow upsert benchmark, {today:%Y-%m-%d %H:%M %Z}",
+        f"command:  {command_line()}",
+        f"server:   {facts['version']}{'  [embedded pgserver, the default]' if embedded else ''}",
+        "settings: " + ", ".join(f"{k}={facts[k]}" for k in facts if k != "version"),
+        f"machine:  nproc={mach['nproc']}, memory={mach['memory']}, {mach['python']}, psycopg {mach['psycopg']}",
+        f"          {mach['platform']}",
+        f"data:     {args.rows:,} canonical daily revenue rows (1 account, {args.keys} target keys x "
+        f"{-(-args.rows // args.keys):,} days, Decimal amounts), generated once and reused by every method",
+    ]
+    notes = [
+        "notes:",
+        "- store = Store.upsert_revenue_many(rows, mode='overwrite'): COPY into a TEMP staging table, then",
+        "  INSERT … ON CONFLICT into tillflow.revenue (which has a foreign key to tillflow.accounts); seconds",
+        "  include the whole call (COPY, merge, counts, commit). The two '+' lines are extra passes over the",
+        "  now-full table and do not enter the verdicts.",
+        f"- bare COPY = psycopg COPY {COPY_TABLE} (…) FROM STDIN with write_row of the same tuples, one",
+        "  transaction. The table has the same columns, NOT NULL/CHECK constraints, defaults and primary key",
+        "  as tillflow.revenue (CREATE TABLE … (LIKE tillflow.revenue INCLUDING ALL), origin defaulting to",
+        "  'integration'), but no foreign key. It starts empty.",
+        f"- insert_rows = PostgresHook(postgres_conn_id='{CONN_ID}').insert_rows(table='{INSERT_ROWS_TABLE}',",
+        f"  replace=True, replace_index={PK}, commit_every={args.commit_every:,}) into another empty table of",
+        f"  the same shape; connection from AIRFLOW_CONN_{CONN_ID.upper()} (JSON form, set by the script).",
+        f"  Rows: {ir_rows:,}" + (" (the full set)." if ir_rows == args.rows else
+                                  f" -- a SUBSET of the {args.rows:,}; its rate is extrapolated as-is."),
+        "- A CHECKPOINT precedes every timed method. Every table is checked afterwards (row count and",
+        "  amount total equal to the input).",
+    ]
+    report = render(results, verdicts, header, notes)
+    print()
+    print(report, end="")
+    if args.out != "-":
+        out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"upsert_{today:%Y-%m-%d}_{label}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
+        print(f"written to {out}")
+    failed = [v for v in verdicts if not v[3]]
+    return 1 if failed and not args.no_fail else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,500 @@
+"""``python -m tillflow …``: accounts, mappings, test-connection, hand-entered revenue, replay, demo.
+
+Every bad input gets one error line naming the field, exit code 2, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from tillflow.errors import AuthError, ConfigError, TillflowError
+from tillflow.masking import one_line
+from tillflow.specs import WEEKDAYS, IntegrationSpec, load_spec, parse_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+
+# CLI flag → settings field
+_SETTING_FLAGS = {
+    "timezone": "timezone",
+    "vat": "vat",
+    "write_mode": "write_mode",
+    "lookback": "lookback_days",
+    "run_time": "run_time",
+    "weekdays": "weekdays",
+    "start_date": "start_date",
+    "cutoff": "business_day_cutoff",
+    "owner_email": "owner_email",
+}
+
+
+def specs() -> dict[str, IntegrationSpec]:
+    return {p.stem: load_spec(p) for p in sorted(DAGS.glob("*.yaml"))}
+
+
+def spec_for(integration: str | None) -> IntegrationSpec:
+    found = specs()
+    if integration is None:
+        if len(found) == 1:
+            return next(iter(found.values()))
+        raise ConfigError(f"--integration: required, one of {', '.join(found)}")
+    if integration not in found:
+        raise ConfigError(f"--integration: unknown integration {integration!r}; known: {', '.join(found)}")
+    return found[integration]
+
+
+def _open_store():
+    from tillflow.store import Store
+
+    return Store.open()
+
+
+def _settings_from_args(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+    data = dict(base)
+    for flag, field in _SETTING_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag == "weekdays":
+            value = [d.strip().lower()[:3] for d in value.split(",") if d.strip()]
+            bad = [d for d in value if d not in WEEKDAYS]
+            if bad:
+                raise ConfigError(f"weekdays: unknown day(s) {', '.join(bad)}; use {','.join(WEEKDAYS)}")
+        data[field] = value
+    return data
+
+
+def cmd_accounts_add(args: argparse.Namespace, *, update: bool) -> int:
+    spec = spec_for(args.integration)
+    with _open_store() as store:
+        existing = store.find_account(spec.dag_id, args.key)
+        if update and existing is None:
+            store.get_account(spec.dag_id, args.key)  # raises the "unknown account" error
+        if not update and existing is not None:
+            raise ConfigError(f"account: {args.key!r} already exists for {spec.dag_id}; use `accounts update`")
+        base = (
+            existing.settings.to_json()
+            if existing
+            else {
+                "lookback_days": spec.lookback_days.default,
+                "business_day_cutoff": f"{spec.business_day_cutoff:%H:%M}",
+            }
+        )
+        settings = parse_settings(_settings_from_args(args, base), spec=spec, where="settings")
+        account = store.upsert_account(
+            spec.dag_id,
+            args.key,
+            name=args.name or (existing.name if existing else args.key),
+            conn_id=args.conn_id or (existing.conn_id if existing else f"{spec.source}_{args.key}"),
+            target_conn_id=args.target_conn_id
+            or (existing.target_conn_id if existing else f"{spec.target}_{args.key}"),
+            settings=settings,
+        )
+    print(
+        f"{'updated' if update else 'added'} {account.key} ({account.name}) for {spec.dag_id}: "
+        f"{json.dumps(account.settings.to_json(), sort_keys=True)}"
+    )
+    return 0
+
+
+def cmd_accounts_active(args: argparse.Namespace, *, active: bool) -> int:
+    spec = spec_for(args.integration)
+    with _open_store() as store:
+        account = store.get_account(spec.dag_id, args.key)
+        settings = account.settings.model_copy(update={"active": active})
+        store.update_settings(account.id, settings)
+    print(f"{'resumed' if active else 'paused'} {account.key}")
+    return 0
+
+
+def cmd_accounts_list(args: argparse.Namespace) -> int:
+    integration = spec_for(args.integration).dag_id if args.integration else None
+    with _open_store() as store:
+        accounts = store.list_accounts(integration)
+        last = store.last_runs(integration)
+    rows = []
+    for a in accounts:
+        run = last.get(a.id)
+        rows.append(
+            {
+                "integration": a.integration,
+                "account": a.key,
+                "name": a.name,
+                "active": a.settings.active,
+                "status": a.status,
+                "detail": a.status_detail,
+                "run_time": f"{a.settings.run_time:%H:%M}",
+                "weekdays": ",".join(a.settings.weekdays),
+                "lookback": a.settings.lookback_days,
+                "vat": a.settings.vat,
+                "write_mode": a.settings.write_mode,
+                "last_run": None
+                if not run
+                else {
+                    "at": run["started_at"].isoformat(timespec="seconds"),
+                    "status": run["status"],
+                    "window": f"{run['window_start']}..{run['window_end']}",
+                    "delivered": run["delivered"],
+                    "error": run["error"],
+                },
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("no accounts")
+        return 0
+    print(f"{'account':<18} {'name':<22} {'active':<6} {'status':<14} {'runs':<20} {'last run':<44} detail")
+    for r in rows:
+        lr = r["last_run"]
+        last_text = "never" if not lr else f"{lr['at']} {lr['status']} {lr['window']}"
+        runs = f"{r['run_time']} {r['weekdays'] if len(r['weekdays']) < 27 else 'daily'}"
+        detail = r["detail"] or (lr["error"] if lr else "")
+        print(
+            f"{r['account']:<18} {r['name'][:22]:<22} {'yes' if r['active'] else 'no':<6} {r['status']:<14} "
+            f"{runs:<20} {last_text:<44} {detail}"
+        )
+    return 0
+
+
+def cmd_accounts_show(args: argparse.Namespace) -> int:
+    spec = spec_for(args.integration)
+    with _open_store() as store:
+        a = store.get_account(spec.dag_id, args.key)
+        from tillflow.sources import get_source
+
+        kind = get_source(spec.source).mapping_kind
+        rules = store.mappings(a.id, kind)
+    print(
+        json.dumps(
+            {
+                "account": a.key,
+                "name": a.name,
+                "integration": a.integration,
+                "conn_id": a.conn_id,
+                "target_conn_id": a.target_conn_id,
+                "status": a.status,
+                "status_detail": a.status_detail,
+                "settings": a.settings.to_json(),
+                "mappings": {k: (r.target_key if not r.inactive else "inactive") for k, r in sorted(rules.items())},
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    return 0
+
+
+def cmd_mappings_set(args: argparse.Namespace) -> int:
+    spec = spec_for(args.integration)
+    from tillflow.sources import get_source
+
+    kind = args.kind or get_source(spec.source).mapping_kind
+    if args.inactive == bool(args.target_key):
+        raise ConfigError("target_key: give a target key, or --inactive to ignore this source key on purpose")
+    with _open_store() as store:
+        account = store.get_account(spec.dag_id, args.key)
+        store.set_mapping(account.id, kind, args.source_key, None if args.inactive else args.target_key)
+    print(f"{account.key}: {kind} {args.source_key} → {'inactive' if args.inactive else args.target_key}")
+    return 0
+
+
+def cmd_mappings_remove(args: argparse.Namespace) -> int:
+    spec = spec_for(args.integration)
+    from tillflow.sources import get_source
+
+    kind = args.kind or get_source(spec.source).mapping_kind
+    with _open_store() as store:
+        account = store.get_account(spec.dag_id, args.key)
+        if not store.remove_mapping(account.id, kind, args.source_key):
+            raise ConfigError(f"source_key: {args.source_key!r} has no {kind} mapping for {account.key}")
+    print(f"{account.key}: {kind} {args.source_key} unmapped")
+    return 0
+
+
+def _connection(conn_id: str):
+    from tillflow.operators import connection_info
+
+    return connection_info(conn_id)
+
+
+def cmd_test_connection(args: argparse.Namespace) -> int:
+    """The seeds' "test settings and fetch units": check both sides and list what maps to what."""
+    spec = spec_for(args.integration)
+    from tillflow.mapping import validate_mapping
+    from tillflow.sync import source_client, target_client
+
+    with _open_store() as store:
+        account = store.get_account(spec.dag_id, args.key)
+        source = source_client(spec, _connection(account.conn_id))
+        items = source.test_connection()
+        print(f"{spec.source}: credentials OK for {account.key}; {len(items)} {source.mapping_kind}(s)")
+        targets = None
+        target_conn = account.target_conn_id or f"{spec.target}_{account.key}"
+        target = target_client(spec, _connection(target_conn))
+        targets = target.test_connection()
+        print(f"{spec.target}: credentials OK; {len(targets)} {target.mapping_kind}(s)")
+        names = {t.key: t.name for t in targets}
+        report = validate_mapping(store.mappings(account.id, source.mapping_kind).values(), items, targets)
+    for item in items:
+        if item.key in report.mapped:
+            key = report.mapped[item.key]
+            state = f"→ {key} {names.get(key, '')}"
+        elif item.key in report.inactive:
+            state = "inactive (ignored on purpose)"
+        elif item.key in report.unknown_targets:
+            state = f"→ {report.unknown_targets[item.key]} which {spec.target} does not have: FIX"
+        else:
+            state = "UNMAPPED: map it or mark it inactive"
+        print(f"  {item.key:<10} {item.name:<30} {state}")
+    if targets is not None:
+        print(
+            f"{spec.target} {targets[0].extra.get('kind', 'units') if targets and targets[0].extra else 'units'}: "
+            + ", ".join(f"{t.key} {t.name}" for t in targets[:50])
+            + (" …" if len(targets) > 50 else "")
+        )
+    for key in report.stale:
+        print(f"  {key:<10} (mapped, but {spec.source} no longer lists it)")
+    if not report.complete:
+        print(f"mapping incomplete: {len(report.unmapped)} unmapped, {len(report.unknown_targets)} unknown target(s)")
+        return 1
+    print("mapping complete")
+    return 0
+
+
+def _parse_amount(value: str, where: str) -> Decimal:
+    try:
+        amount = Decimal(str(value).strip().replace(",", "."))
+    except InvalidOperation:
+        raise ConfigError(f"{where}: not an amount: {value!r}") from None
+    if not amount.is_finite():
+        raise ConfigError(f"{where}: not an amount: {value!r}")
+    return amount.quantize(Decimal("0.01"))
+
+
+def _parse_date(value: Any, where: str) -> date:
+    if isinstance(value, date):
+        return value if not hasattr(value, "date") else value.date()
+    try:
+        return date.fromisoformat(str(value).strip()[:10])
+    except ValueError:
+        raise ConfigError(f"{where}: expected YYYY-MM-DD, got {value!r}") from None
+
+
+def cmd_revenue_set(args: argparse.Namespace) -> int:
+    spec = spec_for(args.integration)
+    amount = _parse_amount(args.amount, "amount")
+    day = _parse_date(args.date, "date")
+    with _open_store() as store:
+        account = store.get_account(spec.dag_id, args.key)
+        store.set_revenue_by_hand(account.id, args.target_key, day, amount, origin="manual")
+    print(f"{account.key}: {args.target_key} {day} = {amount} (manual; keep_manual protects it)")
+    return 0
+
+
+def import_revenue_excel(store, spec: IntegrationSpec, path: Path) -> tuple[int, list[str]]:
+    """Import hand-kept revenue from an Excel sheet with columns account, unit, date, amount.
+
+    Good rows land with origin ``excel``; each bad row is reported with its row number and reason,
+    and goes to ``tillflow.rejects`` when its account is known. Returns (imported, problems).
+    """
+    import pandas as pd
+
+    from tillflow.records import Reject
+
+    try:
+        frame = pd.read_excel(path, dtype=str)
+    except Exception as exc:
+        raise ConfigError(f"file: cannot read {path}: {one_line(exc)}") from None
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    missing = [c for c in ("account", "unit", "date", "amount") if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"file: missing column(s) {', '.join(missing)} (need account, unit, date, amount)")
+    imported, problems = 0, []
+    accounts = {a.key: a for a in store.list_accounts(spec.dag_id)}
+    for i, rec in enumerate(frame.to_dict("records"), start=2):  # row 1 is the header
+        raw = {k: (None if pd.isna(v) else str(v)) for k, v in rec.items()}
+        try:
+            account = accounts.get((raw.get("account") or "").strip())
+            if account is None:
+                raise ConfigError(f"account: unknown account {raw.get('account')!r}")
+            if not raw.get("unit"):
+                raise ConfigError("unit: empty")
+            day = _parse_date(raw.get("date"), "date")
+            amount = _parse_amount(raw.get("amount") or "", "amount")
+        except ConfigError as exc:
+            problems.append(f"row {i}: {exc}")
+            if account is not None:
+                store.add_rejects(
+                    account.id,
+                    "excel_import",
+                    [Reject(reason=str(exc), payload=raw, ref=f"{path.name}:{i}")],
+                    landing_id=None,
+                    run_id=None,
+                )
+            continue
+        store.set_revenue_by_hand(account.id, raw["unit"].strip(), day, amount, origin="excel")
+        imported += 1
+    return imported, problems
+
+
+def cmd_revenue_import(args: argparse.Namespace) -> int:
+    spec = spec_for(args.integration)
+    with _open_store() as store:
+        imported, problems = import_revenue_excel(store, spec, Path(args.file))
+    for p in problems:
+        print(p, file=sys.stderr)
+    print(f"imported {imported} row(s) from {args.file}; {len(problems)} rejected")
+    return 1 if problems else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Re-map landed payloads for a date range after a mapping change — the POS is not called."""
+    spec = spec_for(args.integration)
+    from tillflow.mapping import apply_mapping
+    from tillflow.sources import get_source
+    from tillflow.sync import WorkItem, parse_landed
+    from tillflow.windows import manual_window
+
+    window = manual_window(_parse_date(args.date_from, "--from"), _parse_date(args.date_to or args.date_from, "--to"))
+    with _open_store() as store:
+        account = store.get_account(spec.dag_id, args.key)
+        mode = "overwrite" if args.overwrite else account.settings.write_mode
+        item = WorkItem(account.id, account.key, account.name, "revenue", window.start, window.end, mode)
+        pages = store.landed_for_window(account.id, "revenue", window)
+        if not pages:
+            raise ConfigError(f"--from/--to: nothing landed for {account.key} in {window}; run the DAG for it")
+        lines, rejected = parse_landed(store, spec, item, [i for i, _ in pages], run_id=None)
+        kind = get_source(spec.source).mapping_kind
+        rows, ignored = apply_mapping(lines, store.mappings(account.id, kind), vat=account.settings.vat, kind=kind)
+        result = store.upsert_revenue(account.id, rows, mode=mode, run_id=f"replay__{date.today()}")
+    print(
+        f"{account.key}: replayed {len(pages)} landed page(s) for {window}: {len(lines)} line(s), {rejected} "
+        f"rejected, {ignored} inactive; upserted {result.upserted}, unchanged {result.unchanged}, kept "
+        f"{result.kept}. The next run delivers the changes."
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from tillflow.store.db import database_url
+
+    with _open_store():
+        pass
+    url = database_url()
+    print(f"tillflow schema is up to date ({url.split('@')[-1]})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tillflow.demo import main as demo_main
+
+    return demo_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tillflow", description=__doc__.splitlines()[0])
+    p.add_argument("-i", "--integration", help="integration (DAG id); optional when only one exists")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    acc = sub.add_parser("accounts", help="add, update, pause, resume, list accounts").add_subparsers(
+        dest="action", required=True
+    )
+    for action in ("add", "update"):
+        a = acc.add_parser(action)
+        a.add_argument("key", help="account key: lower-case letters, digits, - and _")
+        a.add_argument("--name")
+        a.add_argument("--conn-id", help="Airflow connection with the POS credentials (default <source>_<key>)")
+        a.add_argument("--target-conn-id", help="Airflow connection of the target (default <target>_<key>)")
+        a.add_argument("--timezone")
+        a.add_argument("--vat", help="incl or excl")
+        a.add_argument("--write-mode", help="overwrite, insert_only or keep_manual")
+        a.add_argument("--lookback", type=str, help="days back, 1–31")
+        a.add_argument("--run-time", help="HH:00, 05:00 at the earliest")
+        a.add_argument("--weekdays", help="fetch days, e.g. mon,tue,fri")
+        a.add_argument("--start-date", help="YYYY-MM-DD; no data is fetched before it")
+        a.add_argument("--cutoff", help="business-day cutoff HH:MM (default 05:00)")
+        a.add_argument("--owner-email")
+        a.set_defaults(func=lambda ns, u=(action == "update"): cmd_accounts_add(ns, update=u))
+    for action, active in (("pause", False), ("resume", True)):
+        a = acc.add_parser(action)
+        a.add_argument("key")
+        a.set_defaults(func=lambda ns, act=active: cmd_accounts_active(ns, active=act))
+    a = acc.add_parser("list")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_accounts_list)
+    a = acc.add_parser("show")
+    a.add_argument("key")
+    a.set_defaults(func=cmd_accounts_show)
+
+    mp = sub.add_parser("mappings", help="map source keys to target keys").add_subparsers(dest="action", required=True)
+    a = mp.add_parser("set")
+    a.add_argument("key")
+    a.add_argument("source_key")
+    a.add_argument("target_key", nargs="?")
+    a.add_argument("--inactive", action="store_true", help="ignore this source key on purpose")
+    a.add_argument("--kind")
+    a.set_defaults(func=cmd_mappings_set)
+    a = mp.add_parser("remove")
+    a.add_argument("key")
+    a.add_argument("source_key")
+    a.add_argument("--kind")
+    a.set_defaults(func=cmd_mappings_remove)
+
+    a = sub.add_parser("test-connection", help="check credentials, list POS items and their mapping")
+    a.add_argument("key")
+    a.set_defaults(func=cmd_test_connection)
+
+    rv = sub.add_parser("revenue", help="hand-entered revenue").add_subparsers(dest="action", required=True)
+    a = rv.add_parser("set")
+    a.add_argument("key")
+    a.add_argument("target_key")
+    a.add_argument("date")
+    a.add_argument("amount")
+    a.set_defaults(func=cmd_revenue_set)
+    a = rv.add_parser("import")
+    a.add_argument("file", help="Excel file with columns account, unit, date, amount")
+    a.set_defaults(func=cmd_revenue_import)
+
+    a = sub.add_parser("replay", help="re-map landed payloads (no POS call) after a mapping change")
+    a.add_argument("key")
+    a.add_argument("--from", dest="date_from", required=True)
+    a.add_argument("--to", dest="date_to")
+    a.add_argument("--overwrite", action="store_true")
+    a.set_defaults(func=cmd_replay)
+
+    a = sub.add_parser("migrate", help="create/upgrade the tillflow schema")
+    a.set_defaults(func=cmd_migrate)
+
+    a = sub.add_parser("demo", help="seed demo accounts and run ajour_to_planday once through Airflow")
+    a.add_argument("--seed-only", action="store_true", help="seed accounts and connections, do not run")
+    a.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "lookback", None) is not None:
+        try:
+            args.lookback = int(args.lookback)
+        except ValueError:
+            print(f"error: lookback_days: expected a whole number, got {args.lookback!r}", file=sys.stderr)
+            return 2
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except AuthError as exc:
+        print(f"error: credentials refused: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except TillflowError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1

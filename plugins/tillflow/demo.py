@@ -1,0 +1,208 @@
+"""``make demo``: embedded PostgreSQL + sandbox + Airflow metadata DB, demo accounts, one real run of
+``ajour_to_planday`` through Airflow (``airflow dags test``), and a per-account summary read back
+from the Planday sandbox. Exit 0 only when what Planday holds equals the canonical store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tillflow.specs import parse_settings
+from tillflow.store import Store
+from tillflow.store.db import tillflow_home
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG_ID = "ajour_to_planday"
+
+#: key → (name, Ajour CompanyID, Planday client id, settings, location → unit or None = inactive)
+DEMO_ACCOUNTS: dict[str, tuple[str, str, str, dict[str, Any], dict[str, str | None]]] = {
+    "cafe_nord": (
+        "Café Nord",
+        "1001",
+        "demo-nord",
+        {
+            "vat": "incl",
+            "write_mode": "keep_manual",
+            "run_time": "05:00",
+            "lookback_days": 3,
+            "timezone": "Europe/Copenhagen",
+            "start_date": "2026-01-01",
+        },
+        {"L1": "1001", "L2": "1001", "L3": "1002", "L4": "1003"},
+    ),
+    "bistro_syd": (
+        "Bistro Syd",
+        "2002",
+        "demo-syd",
+        {
+            "vat": "excl",
+            "write_mode": "overwrite",
+            "run_time": "07:00",
+            "lookback_days": 5,
+            "weekdays": ["mon", "tue", "wed", "thu", "fri"],
+            "timezone": "Europe/Copenhagen",
+            "start_date": "2026-01-01",
+        },
+        {"L1": "1001", "L2": "1001", "L3": None, "L4": "1003"},
+    ),
+    "havn_bar": (
+        "Havnebar (paused)",
+        "3003",
+        "demo-havn",
+        {"vat": "incl", "active": False, "run_time": "09:00", "timezone": "Europe/Copenhagen"},
+        {"L1": "1002", "L2": "1002", "L3": "1002", "L4": "1002"},
+    ),
+}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "plugins"), env.get("PYTHONPATH")]))
+    return env
+
+
+def _airflow(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "airflow", *args], env=_env(), check=check, text=True, capture_output=True
+    )
+
+
+def start_sandbox() -> dict[str, str]:
+    state = tillflow_home()
+    subprocess.run(
+        [sys.executable, str(ROOT / "include" / "sandbox" / "run.py"), "start", "--state-dir", str(state)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads((state / "sandbox.json").read_text())
+
+
+def connections(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
+    conns: dict[str, dict[str, Any]] = {}
+    for key, (_name, company, client, _settings, _map) in DEMO_ACCOUNTS.items():
+        conns[f"ajour_{key}"] = {
+            "conn_type": "http",
+            "host": urls["ajour_url"],
+            "login": "demo",
+            "password": f"pw-{company}",
+            "schema": f"{key}_db",
+            "extra": json.dumps({"company_id": company}),
+        }
+        conns[f"planday_{key}"] = {
+            "conn_type": "http",
+            "host": urls["planday_url"],
+            "login": client,
+            "password": f"rt-{client}",
+            "extra": json.dumps({}),
+        }
+    conns["smtp_default"] = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": 8025,
+        "extra": json.dumps(
+            {"disable_tls": True, "disable_ssl": True, "from_email": "tillflow@localhost", "retry_limit": 0}
+        ),
+    }
+    return conns
+
+
+def seed(store: Store, urls: dict[str, str]) -> None:
+    from tillflow.cli import spec_for
+
+    spec = spec_for(DAG_ID)
+    for key, (name, _company, _client, settings, mapping) in DEMO_ACCOUNTS.items():
+        account = store.upsert_account(
+            DAG_ID,
+            key,
+            name=name,
+            conn_id=f"ajour_{key}",
+            target_conn_id=f"planday_{key}",
+            settings=parse_settings(settings, spec=spec, where=key),
+        )
+        for location, unit in mapping.items():
+            store.set_mapping(account.id, "location", location, unit)
+    path = tillflow_home() / "demo_connections.json"
+    path.write_text(json.dumps(connections(urls), indent=2))
+    _airflow("connections", "import", "--overwrite", str(path))
+
+
+def summary(store: Store, urls: dict[str, str]) -> tuple[str, bool]:
+    state = requests.get(f"{urls['planday_url']}/_sandbox/state", timeout=10).json()["portals"]
+    lines, ok = [], True
+    for key, (name, _company, client, _settings, _map) in DEMO_ACCOUNTS.items():
+        account = store.get_account(DAG_ID, key)
+        planday = {
+            (str(r["revenueUnitId"]), r["date"]): Decimal(r["turnover"])
+            for r in state.get(client, {}).get("revenue", [])
+        }
+        delivered = {(d["target_key"], d["business_date"].isoformat()): d for d in store.delivery_state(account.id)}
+        canonical = store.revenue(account.id)
+        lines.append(
+            f"\n{name} [{key}] — {'active' if account.settings.active else 'paused'}, "
+            f"VAT {account.settings.vat}, {account.settings.write_mode}, status {account.status}"
+        )
+        if not canonical:
+            lines.append("  nothing synced (paused accounts are not run)")
+            continue
+        per_unit: dict[str, list] = defaultdict(list)
+        for row in canonical:
+            per_unit[row["target_key"]].append(row)
+        for unit, rows in sorted(per_unit.items()):
+            days = [r["business_date"].isoformat() for r in rows]
+            in_planday = [planday.get((unit, d)) for d in days]
+            skipped = [d for d in days if delivered.get((unit, d), {}).get("status") == "skipped"]
+            mismatch = [
+                d for d, r, p in zip(days, rows, in_planday, strict=True) if d not in skipped and p != r["amount"]
+            ]
+            ok &= not mismatch
+            total = sum((p for p in in_planday if p is not None), Decimal("0"))
+            lines.append(
+                f"  unit {unit}: {len(days)} day(s) {days[0]}..{days[-1]}, Planday total {total:,.2f}"
+                + (f", {len(skipped)} skipped (no opening day: {', '.join(skipped)})" if skipped else "")
+                + (f", MISMATCH on {', '.join(mismatch)}" if mismatch else "")
+            )
+    return "\n".join(lines), ok
+
+
+def main(args: Any = None) -> int:
+    seed_only = bool(getattr(args, "seed_only", False))
+    print("→ embedded PostgreSQL / tillflow schema")
+    with Store.open() as store:
+        print("→ sandbox (Ajour + Planday stand-ins)")
+        urls = start_sandbox()
+        print(f"  ajour {urls['ajour_url']}  planday {urls['planday_url']}")
+        print("→ Airflow metadata DB")
+        _airflow("db", "migrate")
+        print("→ demo accounts, mappings and connections")
+        seed(store, urls)
+        if seed_only:
+            return 0
+        print(f"→ running {DAG_ID} once through Airflow (airflow dags test)")
+        run = _airflow("dags", "test", DAG_ID, check=False)
+        log_path = tillflow_home() / "demo_run.log"
+        log_path.write_text(run.stdout + run.stderr)
+        text, ok = summary(store, urls)
+        activity = [r for r in store.activity() if r["dag_id"] == DAG_ID]
+        latest_run = activity[-1]["run_id"] if activity else None
+        print(f"\nPer-account summary (read back from the Planday sandbox; run {latest_run}):{text}")
+        if latest_run:
+            from tillflow.sync import report
+
+            table, failed = report(store, latest_run)
+            print(f"\nActivity log of the run:\n{table}")
+            ok &= not failed
+    if run.returncode != 0 or not ok:
+        print(f"\ndemo FAILED (airflow exit {run.returncode}); log: {log_path}", file=sys.stderr)
+        return 1
+    print(f"\ndemo OK — Airflow log of the run: {log_path}")
+    return 0

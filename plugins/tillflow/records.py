@@ -1,0 +1,84 @@
+"""Canonical records that flow between sources, mapping, store and targets (pydantic, Decimal money)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def money(value: Any) -> Decimal:
+    """Parse a money value into a 2-dp Decimal; raise ValueError naming the bad value."""
+    if isinstance(value, float):
+        value = repr(value)
+    try:
+        d = Decimal(str(value).strip())
+    except Exception as exc:  # decimal.InvalidOperation and friends
+        raise ValueError(f"not a decimal amount: {value!r}") from exc
+    if not d.is_finite():
+        raise ValueError(f"not a finite amount: {value!r}")
+    return d.quantize(Decimal("0.01"))
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RevenueLine(Record):
+    """Revenue of one source key (POS location / revenue group / branch) for one business day or hour."""
+
+    source_key: str = Field(min_length=1)
+    business_date: date
+    hour: int | None = Field(default=None, ge=0, le=23)
+    amount_incl: Decimal
+    amount_excl: Decimal
+    ref: str = ""
+
+    @field_validator("amount_incl", "amount_excl", mode="before")
+    @classmethod
+    def _money(cls, v: Any) -> Decimal:
+        return money(v)
+
+    def amount(self, vat: Literal["incl", "excl"]) -> Decimal:
+        return self.amount_incl if vat == "incl" else self.amount_excl
+
+
+class RefItem(Record):
+    """A reference item of a source or target: a POS location, a revenue unit, a team…"""
+
+    key: str
+    name: str
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class Reject(Record):
+    """A record that failed validation: it goes to ``tillflow.rejects`` with its reason and payload."""
+
+    reason: str
+    payload: dict[str, Any]
+    ref: str = ""
+
+
+class RawPage(Record):
+    """One fetched payload, landed as-is (compressed) before any parsing."""
+
+    flow: str
+    request: dict[str, Any]   # method, path, params — already masked, no credentials
+    body: bytes
+    content_type: str = "application/json"
+
+
+class TargetRow(Record):
+    """One value to deliver: target key (revenue unit…), day, optional hour, amount."""
+
+    target_key: str
+    business_date: date
+    hour: int | None = None
+    amount: Decimal
+
+
+class DeliveryResult(Record):
+    status: Literal["delivered", "skipped"]
+    detail: str = ""

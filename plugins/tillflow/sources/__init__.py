@@ -1,0 +1,16 @@
+"""POS clients. Each implements :class:`tillflow.sources.base.SourceClient`; ``get_source`` finds one by name."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+_REGISTRY = {"ajour": "tillflow.sources.ajour:AjourClient"}
+
+
+def get_source(name: str):
+    """Return the client class registered under ``name`` (imported lazily)."""
+    try:
+        module, cls = _REGISTRY[name].split(":")
+    except KeyError:
+        raise KeyError(f"unknown source {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    return getattr(import_module(module), cls)

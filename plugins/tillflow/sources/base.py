@@ -1,0 +1,88 @@
+"""The interface every POS client implements, and the connection fields it is built from.
+
+A client is plain Python (no Airflow import). Operators turn an Airflow Connection into a
+:class:`ConnectionInfo` and call :meth:`SourceClient.from_connection`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, ClassVar
+
+from tillflow.records import RawPage, RefItem, Reject, RevenueLine
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """The fields of an Airflow Connection a client needs. ``repr`` never shows the password."""
+
+    conn_id: str
+    host: str = ""
+    login: str = ""
+    password: str = field(default="", repr=False)
+    schema: str = ""
+    port: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in logs, XCom or errors."""
+        found = [self.password] if self.password else []
+        for key, value in self.extra.items():
+            if isinstance(value, str) and value and any(
+                word in key.lower() for word in ("secret", "token", "password", "key")
+            ):
+                found.append(value)
+        return found
+
+
+@dataclass(frozen=True)
+class Window:
+    """Inclusive range of business dates."""
+
+    start: date
+    end: date
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f"window end {self.end} is before start {self.start}")
+
+    def __str__(self) -> str:
+        return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+
+class SourceClient(ABC):
+    """A POS: test the credentials, list reference data, fetch raw pages, parse them into records.
+
+    ``fetch`` and ``parse`` are separate so that landed raw pages can be replayed through ``parse``
+    after a mapping change without calling the POS again.
+    """
+
+    name: ClassVar[str]
+    #: reference-data kind whose keys are the ``source_key`` of revenue lines (what gets mapped)
+    mapping_kind: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_connection(cls, conn: ConnectionInfo) -> SourceClient: ...
+
+    @abstractmethod
+    def test_connection(self) -> list[RefItem]:
+        """Check the credentials (raise AuthError) and return the items that get mapped."""
+
+    @abstractmethod
+    def reference_data(self) -> dict[str, list[RefItem]]: ...
+
+    @abstractmethod
+    def fetch(self, flow: str, window: Window) -> list[RawPage]: ...
+
+    @abstractmethod
+    def parse(self, page: RawPage) -> tuple[list[RevenueLine], list[Reject]]:
+        """Turn one landed page into records and rejects. Must not use credentials or the network:
+        replay parses landed pages with no connection at hand (see :meth:`parse_page`)."""
+
+    @classmethod
+    def parse_page(cls, page: RawPage) -> tuple[list[RevenueLine], list[Reject]]:
+        """Parse without a connection (replay from raw landing)."""
+        return cls.parse(object.__new__(cls), page)

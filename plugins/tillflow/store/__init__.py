@@ -1,0 +1,663 @@
+"""PostgreSQL store: accounts, mappings, raw landing, canonical revenue (COPY → staging → merge),
+delivery state, rejects and the activity log. No Airflow import.
+
+Usage::
+
+    with Store.open() as store:        # resolves the database, applies migrations
+        store.upsert_revenue(account.id, rows, mode="keep_manual", run_id=run_id)
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from tillflow.errors import ConfigError
+from tillflow.mapping import MappingRule
+from tillflow.records import RawPage, Reject, TargetRow
+from tillflow.sources.base import Window
+from tillflow.specs import AccountSettings, WriteMode, parse_settings
+from tillflow.store.db import connect, database_url
+from tillflow.store.migrate import migrate
+
+_MODE_CONDITION = {
+    "overwrite": "TRUE",
+    "insert_only": "FALSE",
+    "keep_manual": "r.origin = 'integration'",
+}
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    integration: str
+    key: str
+    name: str
+    conn_id: str
+    target_conn_id: str | None
+    settings: AccountSettings
+    status: str = "ok"
+    status_detail: str = ""
+
+    def ref(self) -> dict[str, Any]:
+        """What travels in XCom: keys only, never settings or credentials."""
+        return {"id": self.id, "key": self.key, "name": self.name}
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    kept: int = 0  # existing values the write mode protected
+
+    @property
+    def upserted(self) -> int:
+        return self.inserted + self.updated
+
+
+def _row_to_account(row: dict[str, Any]) -> Account:
+    return Account(
+        id=row["id"],
+        integration=row["integration"],
+        key=row["account_key"],
+        name=row["name"],
+        conn_id=row["conn_id"],
+        target_conn_id=row["target_conn_id"],
+        settings=parse_settings(row["settings"], where=f"account {row['account_key']} settings"),
+        status=row["status"],
+        status_detail=row["status_detail"],
+    )
+
+
+class Store:
+    """One open connection to the tillflow database. Methods commit their own unit of work."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+        self.conn.row_factory = dict_row
+
+    @classmethod
+    def open(cls, url: str | None = None, *, migrate_schema: bool = True) -> Store:
+        conn = connect(url or database_url())
+        if migrate_schema:
+            migrate(conn)
+        return cls(conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None and not self.conn.closed:
+            self.conn.rollback()
+        self.close()
+
+    # ---------------------------------------------------------------- accounts
+
+    def upsert_account(
+        self,
+        integration: str,
+        key: str,
+        *,
+        name: str,
+        conn_id: str,
+        settings: AccountSettings,
+        target_conn_id: str | None = None,
+    ) -> Account:
+        with self.conn.transaction():
+            row = self.conn.execute(
+                """
+                INSERT INTO tillflow.accounts (integration, account_key, name, conn_id, target_conn_id, settings)
+                VALUES (%s, %s, %s, %s, %s, %s)
+                ON CONFLICT (integration, account_key) DO UPDATE
+                   SET name = EXCLUDED.name, conn_id = EXCLUDED.conn_id, target_conn_id = EXCLUDED.target_conn_id,
+                       settings = EXCLUDED.settings, updated_at = now()
+                RETURNING *
+                """,
+                (integration, key, name, conn_id, target_conn_id, Jsonb(settings.to_json())),
+            ).fetchone()
+        return _row_to_account(row)
+
+    def find_account(self, integration: str, key: str) -> Account | None:
+        row = self.conn.execute(
+            "SELECT * FROM tillflow.accounts WHERE integration = %s AND account_key = %s", (integration, key)
+        ).fetchone()
+        self.conn.commit()
+        return _row_to_account(row) if row else None
+
+    def get_account(self, integration: str, key: str) -> Account:
+        account = self.find_account(integration, key)
+        if account is None:
+            known = [a.key for a in self.list_accounts(integration)]
+            raise ConfigError(
+                f"account: unknown account {key!r} for {integration}; known: {', '.join(known) or 'none'}"
+            )
+        return account
+
+    def account_by_id(self, account_id: int) -> Account:
+        row = self.conn.execute("SELECT * FROM tillflow.accounts WHERE id = %s", (account_id,)).fetchone()
+        self.conn.commit()
+        if row is None:
+            raise ConfigError(f"account: no account with id {account_id}")
+        return _row_to_account(row)
+
+    def list_accounts(self, integration: str | None = None) -> list[Account]:
+        rows = self.conn.execute(
+            "SELECT * FROM tillflow.accounts WHERE %(i)s::text IS NULL OR integration = %(i)s"
+            " ORDER BY integration, account_key",
+            {"i": integration},
+        ).fetchall()
+        self.conn.commit()
+        return [_row_to_account(r) for r in rows]
+
+    def update_settings(self, account_id: int, settings: AccountSettings) -> None:
+        with self.conn.transaction():
+            self.conn.execute(
+                "UPDATE tillflow.accounts SET settings = %s, updated_at = now() WHERE id = %s",
+                (Jsonb(settings.to_json()), account_id),
+            )
+
+    def set_status(self, account_id: int, status: str, detail: str = "") -> None:
+        with self.conn.transaction():
+            self.conn.execute(
+                "UPDATE tillflow.accounts SET status = %s, status_detail = %s, updated_at = now() WHERE id = %s",
+                (status, detail, account_id),
+            )
+
+    def last_runs(self, integration: str | None = None) -> dict[int, dict[str, Any]]:
+        """The latest activity row per account (for ``accounts list`` and the health view)."""
+        rows = self.conn.execute(
+            """
+            SELECT DISTINCT ON (a.account_id) a.*
+              FROM tillflow.activity a JOIN tillflow.accounts acc ON acc.id = a.account_id
+             WHERE %(i)s::text IS NULL OR acc.integration = %(i)s
+             ORDER BY a.account_id, a.started_at DESC, a.id DESC
+            """,
+            {"i": integration},
+        ).fetchall()
+        self.conn.commit()
+        return {r["account_id"]: r for r in rows}
+
+    # ---------------------------------------------------------------- mappings
+
+    def set_mapping(self, account_id: int, kind: str, source_key: str, target_key: str | None) -> None:
+        """Map ``source_key`` to ``target_key``; ``None`` marks it explicitly inactive."""
+        with self.conn.transaction():
+            self.conn.execute(
+                """
+                INSERT INTO tillflow.mappings (account_id, kind, source_key, target_key) VALUES (%s, %s, %s, %s)
+                ON CONFLICT (account_id, kind, source_key) DO UPDATE
+                   SET target_key = EXCLUDED.target_key, updated_at = now()
+                """,
+                (account_id, kind, source_key, target_key),
+            )
+
+    def remove_mapping(self, account_id: int, kind: str, source_key: str) -> bool:
+        with self.conn.transaction():
+            cur = self.conn.execute(
+                "DELETE FROM tillflow.mappings WHERE account_id = %s AND kind = %s AND source_key = %s",
+                (account_id, kind, source_key),
+            )
+        return cur.rowcount > 0
+
+    def mappings(self, account_id: int, kind: str) -> dict[str, MappingRule]:
+        rows = self.conn.execute(
+            "SELECT source_key, target_key FROM tillflow.mappings WHERE account_id = %s AND kind = %s",
+            (account_id, kind),
+        ).fetchall()
+        self.conn.commit()
+        return {r["source_key"]: MappingRule(r["source_key"], r["target_key"]) for r in rows}
+
+    # ---------------------------------------------------------------- raw landing
+
+    def land(self, account_id: int, source: str, window: Window, page: RawPage, *, run_id: str | None) -> int:
+        """Store a fetched page (gzip) unless the identical payload for the same window is there already."""
+        digest = hashlib.sha256(page.body).hexdigest()
+        with self.conn.transaction():
+            row = self.conn.execute(
+                """
+                SELECT id FROM tillflow.raw_landing
+                 WHERE account_id = %s AND flow = %s AND window_start = %s AND window_end = %s AND sha256 = %s
+                """,
+                (account_id, page.flow, window.start, window.end, digest),
+            ).fetchone()
+            if row:
+                return row["id"]
+            row = self.conn.execute(
+                """
+                INSERT INTO tillflow.raw_landing
+                       (account_id, source, flow, window_start, window_end, request, content_type, body_gz, sha256, run_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
+                """,
+                (
+                    account_id,
+                    source,
+                    page.flow,
+                    window.start,
+                    window.end,
+                    Jsonb(page.request),
+                    page.content_type,
+                    gzip.compress(page.body),
+                    digest,
+                    run_id,
+                ),
+            ).fetchone()
+        return row["id"]
+
+    def landed(self, landing_ids: Iterable[int]) -> list[tuple[int, RawPage]]:
+        rows = self.conn.execute(
+            "SELECT id, flow, request, content_type, body_gz FROM tillflow.raw_landing WHERE id = ANY(%s) ORDER BY id",
+            (list(landing_ids),),
+        ).fetchall()
+        self.conn.commit()
+        return [(r["id"], self._page(r)) for r in rows]
+
+    def landed_for_window(self, account_id: int, flow: str, window: Window) -> list[tuple[int, RawPage]]:
+        """Every landed page overlapping ``window``, oldest first (later pages win when replayed)."""
+        rows = self.conn.execute(
+            """
+            SELECT id, flow, request, content_type, body_gz FROM tillflow.raw_landing
+             WHERE account_id = %s AND flow = %s AND window_start <= %s AND window_end >= %s
+             ORDER BY fetched_at, id
+            """,
+            (account_id, flow, window.end, window.start),
+        ).fetchall()
+        self.conn.commit()
+        return [(r["id"], self._page(r)) for r in rows]
+
+    @staticmethod
+    def _page(row: dict[str, Any]) -> RawPage:
+        return RawPage(
+            flow=row["flow"],
+            request=row["request"],
+            content_type=row["content_type"],
+            body=gzip.decompress(bytes(row["body_gz"])),
+        )
+
+    # ---------------------------------------------------------------- map → upsert hand-off
+
+    def put_batch(
+        self, account_id: int, flow: str, window: Window, rows: list[TargetRow], *, run_id: str | None
+    ) -> int:
+        """Keep mapped rows for the upsert step (XCom carries the batch id, not the data)."""
+        payload = [[r.target_key, r.business_date.isoformat(), r.hour, str(r.amount)] for r in rows]
+        with self.conn.transaction():
+            self.conn.execute("DELETE FROM tillflow.batches WHERE created_at < now() - interval '14 days'")
+            row = self.conn.execute(
+                "INSERT INTO tillflow.batches (account_id, flow, run_id, window_start, window_end, rows)"
+                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                (account_id, flow, run_id, window.start, window.end, Jsonb(payload)),
+            ).fetchone()
+        return row["id"]
+
+    def get_batch(self, batch_id: int) -> list[TargetRow]:
+        row = self.conn.execute("SELECT rows FROM tillflow.batches WHERE id = %s", (batch_id,)).fetchone()
+        self.conn.commit()
+        if row is None:
+            raise LookupError(f"batch {batch_id} is gone (batches are kept 14 days): re-run the map task")
+        return [
+            TargetRow(target_key=k, business_date=date.fromisoformat(d), hour=h, amount=Decimal(a))
+            for k, d, h, a in row["rows"]
+        ]
+
+    # ---------------------------------------------------------------- rejects
+
+    def add_rejects(
+        self, account_id: int, flow: str, rejects: Iterable[Reject], *, landing_id: int | None, run_id: str | None
+    ) -> int:
+        """Record rejects once (a replay of the same page adds nothing); return how many are new."""
+        new = 0
+        with self.conn.transaction():
+            for rej in rejects:
+                cur = self.conn.execute(
+                    """
+                    INSERT INTO tillflow.rejects (account_id, flow, landing_id, ref, reason, payload, run_id)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+                    """,
+                    (account_id, flow, landing_id, rej.ref, rej.reason, Jsonb(rej.payload), run_id),
+                )
+                new += cur.rowcount
+        return new
+
+    def rejects(self, account_id: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT * FROM tillflow.rejects WHERE account_id = %s ORDER BY id", (account_id,)
+        ).fetchall()
+        self.conn.commit()
+        return rows
+
+    # ---------------------------------------------------------------- canonical revenue
+
+    def upsert_revenue(
+        self, account_id: int, rows: Iterable[TargetRow], *, mode: WriteMode, run_id: str | None = None
+    ) -> UpsertResult:
+        """COPY rows into a staging table, then merge them into ``tillflow.revenue`` with the write mode.
+
+        ``overwrite`` replaces existing values; ``insert_only`` keeps any existing value;
+        ``keep_manual`` updates what integrations wrote but never a value entered by hand or from Excel.
+        Unchanged rows are not rewritten.
+        """
+        return self.upsert_revenue_many(
+            ((account_id, r.target_key, r.business_date, r.hour, r.amount) for r in rows), mode=mode, run_id=run_id
+        )
+
+    def upsert_revenue_many(
+        self,
+        tuples: Iterable[tuple[int, str, date, int | None, Decimal]],
+        *,
+        mode: WriteMode,
+        run_id: str | None = None,
+    ) -> UpsertResult:
+        """The bulk path of :meth:`upsert_revenue`: ``(account_id, target_key, date, hour, amount)`` tuples.
+
+        One transaction: COPY into a per-connection TEMP staging table, count what matches existing rows,
+        then write only what must change. Rows that match nothing (a first load, a new day) go in with a
+        plain INSERT (no per-row conflict handling); otherwise unchanged and protected rows are filtered
+        out before ``INSERT … ON CONFLICT DO UPDATE`` (which still re-checks, so a concurrent writer is
+        merged, not overwritten blindly or duplicated).
+        """
+        if mode not in _MODE_CONDITION:
+            raise ConfigError(f"write_mode: must be one of {', '.join(_MODE_CONDITION)}, got {mode!r}")
+        may_update = _MODE_CONDITION[mode]  # over the existing row ``r``
+        conn = self.conn
+        nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        with conn.transaction():
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS revenue_stage ("
+                " account_id bigint, target_key text, business_date date, hour smallint, amount numeric(14,2))"
+                " ON COMMIT DELETE ROWS"
+            )
+            if nested:  # ON COMMIT DELETE ROWS has not emptied it yet: an outer transaction is open
+                conn.execute("TRUNCATE revenue_stage")
+            with conn.cursor() as cur:
+                with cur.copy(
+                    "COPY revenue_stage (account_id, target_key, business_date, hour, amount) FROM STDIN"
+                ) as copy:
+                    write = copy.write_row
+                    for account_id, key, day, hour, amount in tuples:
+                        write((account_id, key, day, -1 if hour is None else hour, amount))
+                staged = cur.rowcount
+            if staged <= 0:
+                return UpsertResult()
+            import os
+
+            if os.environ.get("TF_ANALYZE", "1") == "1":
+                conn.execute("ANALYZE revenue_stage")  # temp tables get no autovacuum: give the planner real numbers
+            if os.environ.get("TF_WORKMEM"):
+                conn.execute(f"SET LOCAL work_mem = '{os.environ['TF_WORKMEM']}'")
+            count_sql = f"""
+                SELECT count(*) AS matched,
+                       count(*) FILTER (WHERE r.amount = s.amount) AS unchanged,
+                       count(*) FILTER (WHERE r.amount <> s.amount AND {may_update}) AS to_update
+                  FROM revenue_stage s
+                  JOIN tillflow.revenue r USING (account_id, target_key, business_date, hour)
+                """
+            same = conn.execute(count_sql).fetchone()
+            if same["matched"] == 0:
+                # Nothing to merge with: a plain INSERT. A row committed meanwhile by a concurrent writer
+                # (or a key twice in this batch) raises here; then recount and take the merge below.
+                try:
+                    with conn.transaction():
+                        inserted = conn.execute(
+                            """
+                            INSERT INTO tillflow.revenue (account_id, target_key, business_date, hour, amount, origin, run_id)
+                            SELECT account_id, target_key, business_date, hour, amount, 'integration', %(run)s
+                              FROM revenue_stage
+                            """,
+                            {"run": run_id},
+                        ).rowcount
+                    return UpsertResult(inserted=inserted)
+                except psycopg.errors.UniqueViolation:
+                    same = conn.execute(count_sql).fetchone()
+            differing = same["matched"] - same["unchanged"]
+            if same["matched"] == staged and same["to_update"] == 0:
+                return UpsertResult(unchanged=same["unchanged"], kept=differing)  # nothing to write
+            merged = conn.execute(
+                f"""
+                WITH up AS (
+                    INSERT INTO tillflow.revenue AS r
+                           (account_id, target_key, business_date, hour, amount, origin, run_id)
+                    SELECT s.account_id, s.target_key, s.business_date, s.hour, s.amount, 'integration', %(run)s
+                      FROM revenue_stage s
+                     WHERE NOT EXISTS (  -- skip rows that are unchanged or that the write mode protects
+                           SELECT FROM tillflow.revenue r
+                            WHERE r.account_id = s.account_id AND r.target_key = s.target_key
+                              AND r.business_date = s.business_date AND r.hour = s.hour
+                              AND NOT (r.amount <> s.amount AND {may_update}))
+                    ON CONFLICT (account_id, target_key, business_date, hour) DO UPDATE
+                       SET amount = EXCLUDED.amount, origin = 'integration', run_id = EXCLUDED.run_id,
+                           updated_at = now()
+                     WHERE r.amount <> EXCLUDED.amount AND {may_update}
+                    RETURNING (xmax = 0) AS inserted
+                )
+                SELECT count(*) FILTER (WHERE inserted) AS inserted,
+                       count(*) FILTER (WHERE NOT inserted) AS updated
+                  FROM up
+                """,
+                {"run": run_id},
+            ).fetchone()
+        return UpsertResult(
+            inserted=merged["inserted"],
+            updated=merged["updated"],
+            unchanged=same["unchanged"],
+            kept=differing - merged["updated"],
+        )
+
+    def set_revenue_by_hand(
+        self,
+        account_id: int,
+        target_key: str,
+        day: date,
+        amount: Decimal,
+        *,
+        origin: str = "manual",
+        hour: int | None = None,
+    ) -> None:
+        """A value entered by hand or imported from Excel: it always wins, and keep_manual protects it."""
+        if origin not in ("manual", "excel"):
+            raise ConfigError(f"origin: must be manual or excel, got {origin!r}")
+        with self.conn.transaction():
+            self.conn.execute(
+                """
+                INSERT INTO tillflow.revenue (account_id, target_key, business_date, hour, amount, origin)
+                VALUES (%s, %s, %s, %s, %s, %s)
+                ON CONFLICT (account_id, target_key, business_date, hour) DO UPDATE
+                   SET amount = EXCLUDED.amount, origin = EXCLUDED.origin, run_id = NULL, updated_at = now()
+                """,
+                (account_id, target_key, day, -1 if hour is None else hour, amount, origin),
+            )
+
+    def revenue(self, account_id: int, window: Window | None = None) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            """
+            SELECT target_key, business_date, NULLIF(hour, -1) AS hour, amount, origin FROM tillflow.revenue
+             WHERE account_id = %(a)s AND (%(s)s::date IS NULL OR business_date BETWEEN %(s)s AND %(e)s)
+             ORDER BY target_key, business_date, hour
+            """,
+            {"a": account_id, "s": window.start if window else None, "e": window.end if window else None},
+        ).fetchall()
+        self.conn.commit()
+        return rows
+
+    # ---------------------------------------------------------------- delivery
+
+    def pending_deliveries(
+        self, account_id: int, *, window: Window | None = None, force: bool = False
+    ) -> list[TargetRow]:
+        """Canonical rows whose value differs from what was last delivered (or never was, or failed).
+
+        ``force`` re-sends every row of ``window`` (a manual re-sync).
+        """
+        rows = self.conn.execute(
+            """
+            SELECT r.target_key, r.business_date, NULLIF(r.hour, -1) AS hour, r.amount
+              FROM tillflow.revenue r
+              LEFT JOIN tillflow.delivery_state d USING (account_id, target_key, business_date, hour)
+             WHERE r.account_id = %(a)s
+               AND (%(s)s::date IS NULL OR r.business_date BETWEEN %(s)s AND %(e)s)
+               AND (%(force)s OR d.account_id IS NULL OR d.amount <> r.amount OR d.status = 'failed')
+             ORDER BY r.business_date, r.target_key, r.hour
+            """,
+            {
+                "a": account_id,
+                "s": window.start if window else None,
+                "e": window.end if window else None,
+                "force": force,
+            },
+        ).fetchall()
+        self.conn.commit()
+        return [
+            TargetRow(target_key=r["target_key"], business_date=r["business_date"], hour=r["hour"], amount=r["amount"])
+            for r in rows
+        ]
+
+    def record_delivery(
+        self, account_id: int, row: TargetRow, status: str, *, detail: str = "", run_id: str | None = None
+    ) -> None:
+        with self.conn.transaction():
+            self.conn.execute(
+                """
+                INSERT INTO tillflow.delivery_state
+                       (account_id, target_key, business_date, hour, amount, status, detail, run_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (account_id, target_key, business_date, hour) DO UPDATE
+                   SET amount = EXCLUDED.amount, status = EXCLUDED.status, detail = EXCLUDED.detail,
+                       run_id = EXCLUDED.run_id, attempts = tillflow.delivery_state.attempts + 1, updated_at = now()
+                """,
+                (
+                    account_id,
+                    row.target_key,
+                    row.business_date,
+                    -1 if row.hour is None else row.hour,
+                    row.amount,
+                    status,
+                    detail[:500],
+                    run_id,
+                ),
+            )
+
+    def delivery_state(self, account_id: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT target_key, business_date, NULLIF(hour, -1) AS hour, amount, status, detail, attempts"
+            " FROM tillflow.delivery_state WHERE account_id = %s ORDER BY business_date, target_key",
+            (account_id,),
+        ).fetchall()
+        self.conn.commit()
+        return rows
+
+    # ---------------------------------------------------------------- activity log
+
+    def activity_start(self, dag_id: str, run_id: str, account_id: int, flow: str, window: Window | None) -> None:
+        with self.conn.transaction():
+            self.conn.execute(
+                """
+                INSERT INTO tillflow.activity (dag_id, run_id, account_id, flow, window_start, window_end)
+                VALUES (%s, %s, %s, %s, %s, %s)
+                ON CONFLICT (run_id, account_id, flow) DO UPDATE
+                   SET status = 'running', error = '', window_start = EXCLUDED.window_start,
+                       window_end = EXCLUDED.window_end, finished_at = NULL
+                """,
+                (dag_id, run_id, account_id, flow, window.start if window else None, window.end if window else None),
+            )
+
+    _COUNTERS = ("fetched", "upserted", "unchanged", "kept", "rejected", "delivered", "skipped")
+
+    def activity_update(
+        self,
+        run_id: str,
+        account_id: int,
+        flow: str,
+        *,
+        status: str | None = None,
+        error: str | None = None,
+        detail: str | None = None,
+        add_retries: int = 0,
+        finished: bool = False,
+        **counters: int,
+    ) -> None:
+        """Set the counters a step owns (set, not add: a task retry does not double them)."""
+        unknown = set(counters) - set(self._COUNTERS)
+        if unknown:
+            raise ValueError(f"unknown activity counters: {sorted(unknown)}")
+        sets = [f"{k} = %({k})s" for k in counters]
+        if status is not None:
+            sets.append("status = %(status)s")
+        if error is not None:
+            sets.append("error = %(error)s")
+        if detail is not None:
+            sets.append("detail = %(detail)s")
+        if finished:
+            sets.append("finished_at = now()")
+        sets.append("retries = retries + %(add_retries)s")
+        params = {
+            **counters,
+            "status": status,
+            "error": (error or "")[:1000],
+            "detail": (detail or "")[:1000],
+            "add_retries": add_retries,
+            "run": run_id,
+            "acc": account_id,
+            "flow": flow,
+        }
+        with self.conn.transaction():
+            self.conn.execute(
+                f"UPDATE tillflow.activity SET {', '.join(sets)}"
+                " WHERE run_id = %(run)s AND account_id = %(acc)s AND flow = %(flow)s",
+                params,
+            )
+
+    def activity(self, *, run_id: str | None = None, account_id: int | None = None) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            """
+            SELECT a.*, acc.account_key, acc.name FROM tillflow.activity a
+              JOIN tillflow.accounts acc ON acc.id = a.account_id
+             WHERE (%(r)s::text IS NULL OR a.run_id = %(r)s) AND (%(a)s::bigint IS NULL OR a.account_id = %(a)s)
+             ORDER BY a.started_at, a.id
+            """,
+            {"r": run_id, "a": account_id},
+        ).fetchall()
+        self.conn.commit()
+        return rows
+
+    def snapshot(self, account_id: int) -> dict[str, Any]:
+        """Everything an account has in the store except the activity log (tests: a re-run changes nothing)."""
+
+        def q(sql: str) -> list[tuple]:
+            out = [tuple(r.values()) for r in self.conn.execute(sql, (account_id,)).fetchall()]
+            self.conn.commit()
+            return out
+
+        return {
+            "revenue": q(
+                "SELECT target_key, business_date, hour, amount, origin, updated_at FROM tillflow.revenue"
+                " WHERE account_id = %s ORDER BY 1, 2, 3"
+            ),
+            "delivery": q(
+                "SELECT target_key, business_date, hour, amount, status, attempts, updated_at"
+                " FROM tillflow.delivery_state WHERE account_id = %s ORDER BY 1, 2, 3"
+            ),
+            "landing": q("SELECT id, sha256 FROM tillflow.raw_landing WHERE account_id = %s ORDER BY id"),
+            "rejects": q("SELECT id, ref, reason FROM tillflow.rejects WHERE account_id = %s ORDER BY id"),
+        }
+
+
+def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str, sort_keys=True)

@@ -1,0 +1,36 @@
+"""The interface every target client implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import date
+from decimal import Decimal
+from typing import ClassVar
+
+from tillflow.records import DeliveryResult, RefItem, TargetRow
+from tillflow.sources.base import ConnectionInfo, Window
+
+
+class TargetClient(ABC):
+    name: ClassVar[str]
+    #: reference-data kind whose keys are the ``target_key`` of delivered rows
+    mapping_kind: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_connection(cls, conn: ConnectionInfo) -> TargetClient: ...
+
+    @abstractmethod
+    def test_connection(self) -> list[RefItem]:
+        """Check the credentials (raise AuthError) and return the items rows are mapped to."""
+
+    @abstractmethod
+    def existing(
+        self, flow: str, target_keys: list[str], window: Window
+    ) -> dict[tuple[str, date, int | None], Decimal]:
+        """Values the target holds now for these keys and days (to honour insert_only / keep_manual)."""
+
+    @abstractmethod
+    def deliver(self, flow: str, row: TargetRow) -> DeliveryResult:
+        """Write one row with the target's own semantics; 'skipped' (with the reason) when the target
+        declines it for a known business reason (Planday 409: no opening day)."""

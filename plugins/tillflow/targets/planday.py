@@ -1,0 +1,332 @@
+"""Planday revenue: revenue units and one turnover value per unit per day.
+
+Follows Planday's public OpenAPI (``https://openapi.planday.com``):
+
+* OAuth2: ``POST /connect/token`` (form ``client_id``, ``grant_type=refresh_token``, ``refresh_token``)
+  → ``{"access_token", "expires_in": 3600}``; the refresh token does not expire. Every API call sends
+  ``Authorization: Bearer <access token>`` and ``X-ClientId: <client id>``.
+* Limits: 10 requests/s and 500/min per portal (429 with ``x-ratelimit-*``); tillflow paces itself at
+  8/s per client id across all clients in the process, which keeps under both.
+* ``GET /revenue/v1.0/revenueunits?offset&limit`` (limit at most 50) → ``{"paging": {"offset", "limit",
+  "total"}, "data": [{"id", "name", "departmentId"}]}``.
+* ``POST /revenue/v1.0/revenue`` ``{"revenueUnitId", "date", "turnover", "description"}`` upserts the day;
+  ``409 "No opening day on date …"`` means the unit is closed that day: the row is skipped, not failed.
+* ``GET /revenue/v1.0/revenue?revenueUnitId&from&to`` → ``{"data": [{"revenueUnitId", "date",
+  "turnover", "description"}]}`` (assumed read endpoint, used to honour insert_only / keep_manual).
+
+Connection: ``host`` = API base URL (default ``https://openapi.planday.com``), ``login`` = client id
+(app id), ``password`` = refresh token, ``extra.token_url`` (default ``<host>/connect/token``), optional
+``extra`` keys of :meth:`tillflow.http.HttpPolicy.from_extra`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import date
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import requests
+
+from tillflow.errors import AuthError, ConfigError, RemoteError, TransientError
+from tillflow.http import HttpClient, HttpPolicy, url_from_host
+from tillflow.records import DeliveryResult, RefItem, TargetRow, money
+from tillflow.sources.base import ConnectionInfo, Window
+from tillflow.targets.base import TargetClient
+
+_UNITS_PATH = "/revenue/v1.0/revenueunits"
+_REVENUE_PATH = "/revenue/v1.0/revenue"
+_REFUSED_GRANT = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
+
+
+class PlandayClient(TargetClient):
+    """Planday revenue API. Connection: host, login = client id, password = refresh token.
+
+    :param base_url: API base URL.
+    :param client_id: the Planday app's client id (sent as ``X-ClientId``; identifies the portal).
+    :param refresh_token: the portal's refresh token.
+    :param token_url: OAuth token endpoint; ``<base_url>/connect/token`` by default.
+    :param policy: HTTP policy; its ``rate_per_second`` defaults to :attr:`default_rate_per_second`.
+    :param sleep: wait function between retries (tests inject a fast one).
+    :param clock: monotonic clock used for access-token expiry.
+    """
+
+    name: ClassVar[str] = "planday"
+    mapping_kind: ClassVar[str] = "revenue_unit"
+    conn_type: ClassVar[str] = "planday"
+    hook_name: ClassVar[str] = "Planday"
+    default_host: ClassVar[str] = "https://openapi.planday.com"
+    flows: ClassVar[tuple[str, ...]] = ("revenue",)
+    page_limit: ClassVar[int] = 50
+    default_rate_per_second: ClassVar[float] = 8.0
+    #: refresh this many seconds before the access token expires
+    token_refresh_margin: ClassVar[float] = 60.0
+    description: ClassVar[str] = "tillflow"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        client_id: str,
+        refresh_token: str,
+        token_url: str | None = None,
+        policy: HttpPolicy | None = None,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        extra_secrets: tuple[str, ...] = (),
+    ):
+        policy = policy or HttpPolicy()
+        if policy.rate_per_second is None:
+            policy = replace(policy, rate_per_second=self.default_rate_per_second)
+        self.client_id = client_id
+        self._refresh_token = refresh_token
+        self.token_url = token_url or f"{base_url.rstrip('/')}/connect/token"
+        session = requests.Session()
+        session.headers.update({"X-ClientId": client_id, "Accept": "application/json"})
+        self.http = HttpClient(
+            base_url,
+            policy=policy,
+            secrets=(refresh_token, *extra_secrets),
+            name=self.name,
+            rate_key=f"planday:{client_id}",
+            session=session,
+            sleep=sleep,
+        )
+        self._clock = clock
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._token_lock = threading.Lock()
+
+    @classmethod
+    def from_connection(
+        cls,
+        conn: ConnectionInfo,
+        *,
+        policy: HttpPolicy | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> PlandayClient:
+        """Build the client from an Airflow Connection's fields.
+
+        :param policy: overrides the policy read from ``conn.extra``.
+        :raises ConfigError: naming ``login``, ``password``, ``extra.token_url`` or a bad policy key.
+        """
+        if not conn.login:
+            raise ConfigError(f"connection {conn.conn_id}: login (Planday client id) is required")
+        if not conn.password:
+            raise ConfigError(f"connection {conn.conn_id}: password (Planday refresh token) is required")
+        base = url_from_host(conn.host, conn.port) if conn.host else cls.default_host
+        token_url = conn.extra.get("token_url")
+        if token_url is not None and (not isinstance(token_url, str) or "://" not in token_url):
+            raise ConfigError(f"connection {conn.conn_id}: extra.token_url must be an absolute URL, got {token_url!r}")
+        return cls(
+            base_url=base,
+            client_id=conn.login,
+            refresh_token=conn.password,
+            token_url=token_url,
+            policy=policy or HttpPolicy.from_extra(conn.extra),
+            sleep=sleep,
+            extra_secrets=tuple(conn.secrets()),
+        )
+
+    # -- auth
+
+    def access_token(self, *, stale: str | None = None) -> str:
+        """A valid access token: the cached one, or a new one when it is missing, about to expire or
+        equal to ``stale`` (just refused with 401).
+
+        :raises AuthError: when Planday refuses the refresh token.
+        """
+        with self._token_lock:
+            fresh = self._clock() < self._token_expires - self.token_refresh_margin
+            if self._token and fresh and self._token != stale:
+                return self._token
+            form = {"client_id": self.client_id, "grant_type": "refresh_token", "refresh_token": self._refresh_token}
+            response = self.http.request(
+                "POST", self.token_url, data=form, ok_extra=(400, 401), parse_json=True, idempotent=True
+            )
+            body = _json(response, strict=response.status_code < 300)
+            if response.status_code in (400, 401):
+                error = body.get("error") if isinstance(body, dict) else None
+                if response.status_code == 401 or error in _REFUSED_GRANT:
+                    raise AuthError(f"Planday refused the refresh token for client {self.client_id}")
+                raise RemoteError(
+                    f"{self.name}: token endpoint answered HTTP 400 ({error or 'no error code'}) for client "
+                    f"{self.client_id}",
+                    status=400,
+                )
+            token = body.get("access_token") if isinstance(body, dict) else None
+            if not isinstance(token, str) or not token:
+                raise RemoteError(f"{self.name}: token endpoint answered without an access_token")
+            self.http.add_secret(token)
+            try:
+                lifetime = float(body.get("expires_in") or 3600)
+            except (TypeError, ValueError):
+                lifetime = 3600.0
+            self._token, self._token_expires = token, self._clock() + lifetime
+            return token
+
+    def _api(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        ok_extra: tuple[int, ...] = (),
+        idempotent: bool | None = None,
+    ) -> requests.Response:
+        """One API call with a Bearer token; a 401 refreshes the token once and repeats the call once."""
+        token = self.access_token()
+        for attempt in (1, 2):
+            response = self.http.request(
+                method,
+                path,
+                params=params,
+                json=json,
+                headers={"Authorization": f"Bearer {token}"},
+                ok_extra=(*ok_extra, 401),
+                parse_json=True,
+                idempotent=idempotent,
+            )
+            if response.status_code != 401:
+                return response
+            if attempt == 1:
+                token = self.access_token(stale=token)
+        raise AuthError(
+            f"{self.name}: {method} {path} refused (HTTP 401) for client {self.client_id} even with a new access token"
+        )
+
+    # -- reference data
+
+    def revenue_units(self) -> list[RefItem]:
+        """All revenue units of the portal, paging with ``limit=50`` until ``offset >= total``."""
+        items: dict[str, RefItem] = {}
+        offset = 0
+        while True:
+            params = {"offset": offset, "limit": self.page_limit}
+            body = _json(self._api("GET", _UNITS_PATH, params=params))
+            data = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(data, list):
+                raise RemoteError(f"{self.name}: GET {_UNITS_PATH} answered without a 'data' list (offset {offset})")
+            for unit in data:
+                if not isinstance(unit, dict) or unit.get("id") is None:
+                    raise RemoteError(f"{self.name}: GET {_UNITS_PATH} returned a unit without an id: {unit!r}")
+                key = str(unit["id"])
+                extra = {"departmentId": unit["departmentId"]} if unit.get("departmentId") is not None else {}
+                items[key] = RefItem(key=key, name=str(unit.get("name") or key), extra=extra)
+            total = (body.get("paging") or {}).get("total")
+            offset += len(data)
+            if total is None:
+                if len(data) < self.page_limit:
+                    break
+                continue
+            if offset >= int(total):
+                break
+            if not data:
+                raise TransientError(
+                    f"{self.name}: revenue unit paging ended early at offset {offset} of total {total}; try again"
+                )
+        return list(items.values())
+
+    def test_connection(self) -> list[RefItem]:
+        """Check the client id and refresh token and list the revenue units rows are mapped to.
+
+        :raises AuthError: when Planday refuses the refresh token or the access token.
+        """
+        return self.revenue_units()
+
+    def reference_data(self) -> dict[str, list[RefItem]]:
+        return {self.mapping_kind: self.revenue_units()}
+
+    # -- revenue
+
+    def _check(self, flow: str) -> None:
+        if flow not in self.flows:
+            raise ValueError(f"{self.name} has no flow {flow!r}; known: {', '.join(self.flows)}")
+
+    @staticmethod
+    def _unit_id(key: str) -> int:
+        try:
+            return int(str(key).strip())
+        except ValueError:
+            raise ConfigError(f"mapping target key {key!r} is not a Planday revenue unit id (an integer)") from None
+
+    def existing(
+        self, flow: str, target_keys: list[str], window: Window
+    ) -> dict[tuple[str, date, int | None], Decimal]:
+        """Turnover Planday holds now per (unit key, day, None) in ``window``, one GET per unit."""
+        self._check(flow)
+        found: dict[tuple[str, date, int | None], Decimal] = {}
+        for key in dict.fromkeys(target_keys):
+            unit_id = self._unit_id(key)
+            params = {"revenueUnitId": unit_id, "from": window.start.isoformat(), "to": window.end.isoformat()}
+            body = _json(self._api("GET", _REVENUE_PATH, params=params))
+            data = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(data, list):
+                raise RemoteError(f"{self.name}: GET {_REVENUE_PATH} answered without a 'data' list (unit {unit_id})")
+            for rec in data:
+                try:
+                    if rec.get("revenueUnitId") is not None and int(rec["revenueUnitId"]) != unit_id:
+                        continue
+                    day = date.fromisoformat(rec["date"])
+                    amount = money(rec["turnover"])
+                except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                    raise RemoteError(
+                        f"{self.name}: unreadable revenue record for unit {unit_id}: {rec!r} ({exc})"
+                    ) from None
+                if window.start <= day <= window.end:
+                    found[(key, day, None)] = amount
+        return found
+
+    def deliver(self, flow: str, row: TargetRow) -> DeliveryResult:
+        """Upsert the day's turnover of one revenue unit (a second POST for the day replaces the value).
+
+        :returns: ``delivered``, or ``skipped`` with Planday's message on 409 (no opening day).
+        :raises ValueError: for a row with an hour (Planday revenue is daily).
+        :raises RemoteError: ``status=404`` when the unit does not exist in the portal.
+        """
+        self._check(flow)
+        if row.hour is not None:
+            raise ValueError(
+                f"Planday revenue is daily; row for unit {row.target_key} on {row.business_date} has hour {row.hour}"
+            )
+        unit_id = self._unit_id(row.target_key)
+        day = row.business_date.isoformat()
+        payload = {
+            "revenueUnitId": unit_id,
+            "date": day,
+            "turnover": format(money(row.amount), "f"),
+            "description": self.description,
+        }
+        try:
+            # idempotent: Planday keeps one value per unit per day, so repeating the POST is harmless
+            response = self._api("POST", _REVENUE_PATH, json=payload, ok_extra=(409,), idempotent=True)
+        except RemoteError as exc:
+            if exc.status == 404:
+                raise RemoteError(
+                    f"{self.name}: revenue unit {unit_id} does not exist for client {self.client_id} (HTTP 404)",
+                    status=404,
+                ) from None
+            raise
+        if response.status_code == 409:
+            body = _json(response, strict=False)
+            message = body.get("message") if isinstance(body, dict) else None
+            detail = self.http.mask(str(message or f"HTTP 409 for unit {unit_id} on {day}"))
+            return DeliveryResult(status="skipped", detail=detail)
+        return DeliveryResult(status="delivered")
+
+
+def _json(response: requests.Response, *, strict: bool = True) -> Any:
+    """The body as JSON (floats as Decimal); ``None`` when empty, or unparseable and not ``strict``."""
+    if not response.content.strip():
+        return None
+    try:
+        return json.loads(response.content, parse_float=Decimal)
+    except ValueError:
+        if strict:
+            raise TransientError(f"planday: HTTP {response.status_code} body is not JSON") from None
+        return None

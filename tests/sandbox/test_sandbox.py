@@ -1,0 +1,470 @@
+"""Tests for the vendor sandbox (include/sandbox, contract in include/sandbox/CONTRACT.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "include"))
+
+from sandbox.server import Sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_PY = ROOT / "include" / "sandbox" / "run.py"
+MONDAY = "2026-11-23"
+
+
+@pytest.fixture(scope="module")
+def sb():
+    sandbox = Sandbox(ajour_port=0, planday_port=0).start()
+    yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset(sb):
+    for url in (sb.ajour_url, sb.planday_url):
+        assert requests.post(f"{url}/_sandbox/reset", timeout=5).status_code == 200
+    yield
+
+
+# ------------------------------------------------------------------------------------------ Ajour helpers
+
+
+def ajour_headers(company: str = "c100", database: str = "db1") -> dict[str, str]:
+    return {"X-Ajour-Company": company, "X-Ajour-Database": database}
+
+
+def ajour_get(sb, path: str, company: str = "c100", password: str | None = None, **params) -> requests.Response:
+    return requests.get(
+        f"{sb.ajour_url}{path}",
+        params=params,
+        headers=ajour_headers(company),
+        auth=("user", password if password is not None else f"pw-{company}"),
+        timeout=5,
+    )
+
+
+def revenue(sb, company: str = "c100", **params) -> list[dict]:
+    resp = ajour_get(sb, "/api/v1/revenue", company=company, **params)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["days"]
+
+
+# ------------------------------------------------------------------------------------------ Planday helpers
+
+
+def planday_token(sb, client_id: str) -> str:
+    resp = requests.post(
+        f"{sb.planday_url}/connect/token",
+        data={"client_id": client_id, "grant_type": "refresh_token", "refresh_token": f"rt-{client_id}"},
+        timeout=5,
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 3600
+    return body["access_token"]
+
+
+def planday_session(sb, client_id: str) -> requests.Session:
+    session = requests.Session()
+    session.headers.update({"Authorization": f"Bearer {planday_token(sb, client_id)}", "X-ClientId": client_id})
+    return session
+
+
+def portal_state(sb, client_id: str) -> dict:
+    return requests.get(f"{sb.planday_url}/_sandbox/state", timeout=5).json()["portals"].get(client_id, {})
+
+
+# ------------------------------------------------------------------------------------------ Ajour
+
+
+def test_ajour_auth_ok_and_401_never_echoes_password(sb):
+    assert ajour_get(sb, "/api/v1/locations").status_code == 200
+    secret = "hunter2-very-secret"
+    for resp in (
+        ajour_get(sb, "/api/v1/locations", password=secret),
+        requests.get(
+            f"{sb.ajour_url}/api/v1/locations", headers=ajour_headers(database=""), auth=("u", "pw-c100"), timeout=5
+        ),
+        requests.get(f"{sb.ajour_url}/api/v1/revenue", headers=ajour_headers(), timeout=5),
+    ):
+        assert resp.status_code == 401
+        assert resp.json()["error"] == "invalid_credentials"
+        assert secret not in resp.text and "pw-c100" not in resp.text
+    log = requests.get(f"{sb.ajour_url}/_sandbox/requests", timeout=5).json()
+    assert secret not in json.dumps(log) and "Authorization" not in json.dumps(log)
+    assert [e["status"] for e in log] == [200, 401, 401, 401]
+
+
+def test_ajour_locations(sb):
+    ids = [loc["id"] for loc in ajour_get(sb, "/api/v1/locations").json()["locations"]]
+    assert ids == ["L1", "L2", "L3", "L4"]
+    popup = ajour_get(sb, "/api/v1/locations", company="c200x").json()["locations"]
+    assert popup[-1] == {"id": "L5", "name": "Pop-up"} and len(popup) == 5
+
+
+def test_ajour_revenue_deterministic_and_vat(sb):
+    first = revenue(sb, **{"from": "2026-11-20", "to": "2026-11-26"})
+    second = revenue(sb, **{"from": "2026-11-20", "to": "2026-11-26"})
+    assert first == second
+    assert len(first) == 7 * 4 - 1  # Takeaway has no Monday row
+    by_key = {(r["date"], r["locationId"]): r for r in first}
+    assert by_key[("2026-11-20", "L1")]["totalInclVat"] != by_key[("2026-11-21", "L1")]["totalInclVat"]
+    for row in first:
+        incl, excl = Decimal(row["totalInclVat"]), Decimal(row["totalExclVat"])
+        assert Decimal(0) <= incl <= Decimal("5000.00")
+        assert row["totalInclVat"] == f"{incl:.2f}" and row["totalExclVat"] == f"{excl:.2f}"
+        assert excl == (incl / Decimal("1.25")).quantize(Decimal("0.01"))
+        assert isinstance(row["receipts"], int)
+    # A narrower query and a single location return the same figures.
+    single = revenue(sb, location="L2", **{"from": "2026-11-21", "to": "2026-11-21"})
+    assert single == [by_key[("2026-11-21", "L2")]]
+    # Another company has other figures.
+    other = revenue(sb, company="c101", location="L2", **{"from": "2026-11-21", "to": "2026-11-21"})
+    assert other[0]["totalInclVat"] != single[0]["totalInclVat"]
+
+
+def test_ajour_takeaway_closed_on_mondays(sb):
+    rows = revenue(sb, location="L4", **{"from": "2026-11-01", "to": "2026-11-30"})
+    dates = {r["date"] for r in rows}
+    assert MONDAY not in dates and "2026-11-24" in dates
+    assert len(rows) == 30 - 5  # November 2026 has five Mondays
+
+
+def test_ajour_enabled_from_and_bump(sb):
+    assert revenue(sb, **{"from": "2025-12-30", "to": "2026-01-01"}) != []
+    assert {r["date"] for r in revenue(sb, **{"from": "2025-12-30", "to": "2026-01-01"})} == {"2026-01-01"}
+    params = {"from": "2026-11-20", "to": "2026-11-21"}
+    before = {(r["date"], r["locationId"]): r for r in revenue(sb, **params)}
+    resp = requests.post(
+        f"{sb.ajour_url}/_sandbox/companies/c100",
+        json={"enabled_from": "2026-11-21", "bump": {"L1": "10.00"}},
+        timeout=5,
+    )
+    assert resp.status_code == 200, resp.text
+    after = {(r["date"], r["locationId"]): r for r in revenue(sb, **params)}
+    assert {d for d, _ in after} == {"2026-11-21"}
+    old, new = before[("2026-11-21", "L1")], after[("2026-11-21", "L1")]
+    assert Decimal(new["totalInclVat"]) == Decimal(old["totalInclVat"]) + Decimal("10.00")
+    assert Decimal(new["totalExclVat"]) == (Decimal(new["totalInclVat"]) / Decimal("1.25")).quantize(Decimal("0.01"))
+    assert after[("2026-11-21", "L2")] == before[("2026-11-21", "L2")]
+    state = requests.get(f"{sb.ajour_url}/_sandbox/state", timeout=5).json()
+    assert state["companies"]["c100"] == {"enabled_from": "2026-11-21", "bump": {"L1": "10.00"}}
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"to": "2026-11-20"}, "from"),
+        ({"from": "2026-11-20"}, "to"),
+        ({"from": "20261120", "to": "2026-11-21"}, "from"),
+        ({"from": "2026-11-20", "to": "2026-02-30"}, "to"),
+        ({"from": "2026-11-20", "to": "2026-11-19"}, "to"),
+        ({"from": "2026-01-01", "to": "2026-03-04"}, "from"),  # 63 days
+        ({"from": "2026-11-20", "to": "2026-11-20", "location": "L9"}, "location"),
+    ],
+)
+def test_ajour_bad_range_400(sb, params, named):
+    resp = ajour_get(sb, "/api/v1/revenue", **params)
+    assert resp.status_code == 400
+    assert f"'{named}'" in resp.json()["message"]
+
+
+def test_ajour_62_days_is_allowed(sb):
+    assert len({r["date"] for r in revenue(sb, **{"from": "2026-01-01", "to": "2026-03-03"})}) == 62
+
+
+# ------------------------------------------------------------------------------------------ Planday
+
+
+def test_planday_token_flow_and_401(sb):
+    bad = requests.post(
+        f"{sb.planday_url}/connect/token",
+        data={"client_id": "p1", "grant_type": "refresh_token", "refresh_token": "nope"},
+        timeout=5,
+    )
+    assert bad.status_code == 400 and bad.json() == {"error": "invalid_grant"}
+    token = planday_token(sb, "p1")
+    url = f"{sb.planday_url}/revenue/v1.0/revenueunits"
+    ok = requests.get(url, headers={"Authorization": f"Bearer {token}", "X-ClientId": "p1"}, timeout=5)
+    assert ok.status_code == 200
+    for headers in (
+        {"X-ClientId": "p1"},
+        {"Authorization": "Bearer deadbeef", "X-ClientId": "p1"},
+        {"Authorization": f"Bearer {token}", "X-ClientId": "p2"},
+        {"Authorization": f"Bearer {token}"},
+    ):
+        assert requests.get(url, headers=headers, timeout=5).status_code == 401
+    # Expiring tokens via the control endpoint makes the next call 401.
+    assert requests.post(f"{sb.planday_url}/_sandbox/tokens/expire", json={}, timeout=5).json()["expired"] == 1
+    assert (
+        requests.get(url, headers={"Authorization": f"Bearer {token}", "X-ClientId": "p1"}, timeout=5).status_code
+        == 401
+    )
+
+
+def test_planday_units_paging(sb):
+    session = planday_session(sb, "p-small")
+    small = session.get(f"{sb.planday_url}/revenue/v1.0/revenueunits", timeout=5).json()
+    assert small["paging"] == {"offset": 0, "limit": 50, "total": 3}
+    assert [u["id"] for u in small["data"]] == [1001, 1002, 1003]
+    assert small["data"][2] == {"id": 1003, "name": "Takeaway", "departmentId": 1}
+
+    big = planday_session(sb, "big-portal")
+    ids, offset, pages = [], 0, 0
+    while True:
+        page = big.get(f"{sb.planday_url}/revenue/v1.0/revenueunits", params={"offset": offset, "limit": 50}, timeout=5)
+        body = page.json()
+        assert set(body) == {"paging", "data"}
+        assert body["paging"] == {"offset": offset, "limit": 50, "total": 120}
+        pages += 1
+        ids += [u["id"] for u in body["data"]]
+        offset += 50
+        if offset >= body["paging"]["total"]:
+            break
+    assert pages == 3 and ids == list(range(2001, 2121))
+    for bad in ({"limit": 51}, {"limit": 0}, {"offset": -1}, {"limit": "x"}):
+        resp = big.get(f"{sb.planday_url}/revenue/v1.0/revenueunits", params=bad, timeout=5)
+        assert resp.status_code == 400 and resp.json()["message"]
+
+
+def test_planday_revenue_upsert_and_read_back(sb):
+    session = planday_session(sb, "p-rev")
+    url = f"{sb.planday_url}/revenue/v1.0/revenue"
+    first = session.post(url, json={"revenueUnitId": 1001, "date": "2026-11-24", "turnover": 1234.5}, timeout=5)
+    assert first.status_code == 200, first.text
+    assert first.json()["data"]["turnover"] == "1234.50"
+    second = session.post(
+        url, json={"revenueUnitId": 1001, "date": "2026-11-24", "turnover": "99.9", "description": "x"}, timeout=5
+    )
+    assert second.status_code == 200
+    revenue_state = portal_state(sb, "p-rev")["revenue"]
+    assert revenue_state == [
+        {
+            "revenueUnitId": 1001,
+            "date": "2026-11-24",
+            "turnover": "99.90",
+            "description": "x",
+            "writes": 2,
+            "manual": False,
+        }
+    ]
+    read = session.get(url, params={"revenueUnitId": 1001, "from": "2026-11-01", "to": "2026-11-30"}, timeout=5)
+    assert read.json() == {
+        "data": [{"revenueUnitId": 1001, "date": "2026-11-24", "turnover": "99.90", "description": "x"}]
+    }
+    assert session.get(url, params={"revenueUnitId": 1002}, timeout=5).json() == {"data": []}
+
+    # A value entered by hand is not an API write.
+    manual = requests.post(
+        f"{sb.planday_url}/_sandbox/portals/p-rev/revenue",
+        json={"revenueUnitId": 1002, "date": "2026-11-24", "turnover": "5"},
+        timeout=5,
+    )
+    assert manual.status_code == 200
+    rec = next(r for r in portal_state(sb, "p-rev")["revenue"] if r["revenueUnitId"] == 1002)
+    assert rec["manual"] is True and rec["writes"] == 0 and rec["turnover"] == "5.00"
+
+
+def test_planday_revenue_validation_and_409(sb):
+    session = planday_session(sb, "p-val")
+    url = f"{sb.planday_url}/revenue/v1.0/revenue"
+    cases = [
+        ({"revenueUnitId": 9999, "date": "2026-11-24", "turnover": 1}, 404),
+        ({"revenueUnitId": "1001", "date": "2026-11-24", "turnover": 1}, 400),
+        ({"revenueUnitId": 1001, "date": "24-11-2026", "turnover": 1}, 400),
+        ({"revenueUnitId": 1001, "date": "2026-11-24", "turnover": "12,34,5"}, 400),
+        ({"revenueUnitId": 1001, "date": "2026-11-24"}, 400),
+        ({"revenueUnitId": 1003, "date": MONDAY, "turnover": "10.00"}, 409),
+    ]
+    for body, status in cases:
+        resp = session.post(url, json=body, timeout=5)
+        assert resp.status_code == status, (body, resp.text)
+    assert session.post(url, json={"revenueUnitId": 1003, "date": MONDAY, "turnover": 1}, timeout=5).json() == {
+        "message": f"No opening day on date {MONDAY}"
+    }
+    assert session.post(url, json={"revenueUnitId": 1001, "date": MONDAY, "turnover": 1}, timeout=5).status_code == 200
+    assert portal_state(sb, "p-val")["revenue"][0]["date"] == MONDAY
+    assert len(portal_state(sb, "p-val")["revenue"]) == 1
+    big = planday_session(sb, "big-409")
+    assert big.post(url, json={"revenueUnitId": 2003, "date": MONDAY, "turnover": 1}, timeout=5).status_code == 200
+
+
+def test_planday_rate_limit(sb):
+    session = planday_session(sb, "p-rate")
+    url = f"{sb.planday_url}/revenue/v1.0/revenueunits"
+    responses = [session.get(url, timeout=5) for _ in range(15)]
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) >= 10 and 429 in statuses, statuses
+    assert statuses[:10] == [200] * 10
+    limited = next(r for r in responses if r.status_code == 429)
+    assert limited.headers["Retry-After"] == "1"
+    assert limited.headers["x-ratelimit-limit"] == "10"
+    assert limited.headers["x-ratelimit-remaining"] == "0"
+    assert int(limited.headers["x-ratelimit-reset"]) >= 1
+    ok = responses[0]
+    assert ok.headers["x-ratelimit-limit"] == "10" and ok.headers["x-ratelimit-remaining"] == "9"
+    # Another portal is not affected, and the token endpoint is never limited.
+    assert planday_session(sb, "p-other").get(url, timeout=5).status_code == 200
+    time.sleep(1.05)
+    assert session.get(url, timeout=5).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------ faults and control
+
+
+def set_faults(url: str, **cfg) -> dict:
+    resp = requests.post(f"{url}/_sandbox/faults", json=cfg, timeout=5)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["faults"]
+
+
+def test_fault_5xx_leaves_state_unchanged(sb):
+    session = planday_session(sb, "p-5xx")
+    set_faults(sb.planday_url, rate_5xx=1.0, seed=7, paths=["/revenue"])
+    codes = set()
+    for day in ("2026-11-24", "2026-11-25", "2026-11-26", "2026-11-27", "2026-11-28"):
+        resp = session.post(
+            f"{sb.planday_url}/revenue/v1.0/revenue",
+            json={"revenueUnitId": 1001, "date": day, "turnover": 1},
+            timeout=5,
+        )
+        codes.add(resp.status_code)
+    assert codes <= {500, 502, 503} and codes
+    assert portal_state(sb, "p-5xx")["revenue"] == []
+    log = requests.get(f"{sb.planday_url}/_sandbox/requests", params={"path": "/revenue"}, timeout=5).json()
+    assert len(log) == 5 and all(e["status"] >= 500 for e in log)
+    # The token endpoint does not match `paths`, so it is unaffected.
+    planday_token(sb, "p-5xx")
+    set_faults(sb.planday_url)  # {} clears
+    assert (
+        session.post(
+            f"{sb.planday_url}/revenue/v1.0/revenue", json={"revenueUnitId": 1001, "date": "2026-11-24", "turnover": 1}
+        ).status_code
+        == 200
+    )
+
+
+def test_fault_sequence_is_seeded(sb):
+    url = f"{sb.planday_url}/revenue/v1.0/revenueunits"
+
+    def run(client_id: str) -> list[int]:
+        session = planday_session(sb, client_id)  # a fresh portal each time: no rate limit in the way
+        set_faults(sb.planday_url, rate_5xx=0.5, seed=42, paths=["/revenue/v1.0/revenueunits"])
+        return [session.get(url, timeout=5).status_code for _ in range(8)]
+
+    first = run("p-seed-1")
+    assert first == run("p-seed-2")
+    assert 200 in first and any(code >= 500 for code in first)
+
+
+def test_fault_429_carries_retry_after(sb):
+    set_faults(sb.ajour_url, rate_429=1.0, retry_after="Wed, 25 Nov 2026 10:00:00 GMT")
+    resp = ajour_get(sb, "/api/v1/locations")
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "Wed, 25 Nov 2026 10:00:00 GMT"
+    set_faults(sb.planday_url, rate_429=1.0, retry_after="3", paths=["/revenue"])
+    session = planday_session(sb, "p-429")
+    resp = session.get(f"{sb.planday_url}/revenue/v1.0/revenueunits", timeout=5)
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "3"
+
+
+def test_fault_timeout_then_504(sb):
+    set_faults(sb.ajour_url, rate_timeout=1.0, timeout_seconds=0.3)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(f"{sb.ajour_url}/api/v1/locations", headers=ajour_headers(), auth=("u", "pw-c100"), timeout=0.1)
+    started = time.monotonic()
+    assert ajour_get(sb, "/api/v1/locations").status_code == 504
+    assert time.monotonic() - started >= 0.25
+
+
+def test_fault_malformed(sb):
+    params = {"from": "2026-11-01", "to": "2026-11-30"}
+    clean = revenue(sb, **params)
+    set_faults(sb.ajour_url, rate_malformed=0.3, seed=3)
+    faulty = revenue(sb, **params)
+    assert len(faulty) == len(clean)
+    broken = [i for i, row in enumerate(faulty) if row["totalInclVat"] == "12,34,5"]
+    assert 0 < len(broken) < len(faulty)
+    for i, (good, bad) in enumerate(zip(clean, faulty, strict=True)):
+        if i in broken:
+            assert {**bad, "totalInclVat": good["totalInclVat"]} == good
+        else:
+            assert bad == good
+    # Elsewhere malformed means a 200 whose body is not JSON.
+    set_faults(sb.ajour_url, rate_malformed=1.0)
+    resp = ajour_get(sb, "/api/v1/locations")
+    assert resp.status_code == 200
+    with pytest.raises(ValueError):
+        json.loads(resp.text)
+
+
+def test_faults_validation(sb):
+    assert requests.post(f"{sb.ajour_url}/_sandbox/faults", json={"rate_500": 1}, timeout=5).status_code == 400
+    assert requests.post(f"{sb.ajour_url}/_sandbox/faults", json={"rate_5xx": 2}, timeout=5).status_code == 400
+    assert (
+        requests.post(f"{sb.ajour_url}/_sandbox/faults", json={"rate_5xx": 0.6, "rate_429": 0.6}, timeout=5).status_code
+        == 400
+    )
+
+
+def test_reset_forgets_everything(sb):
+    session = planday_session(sb, "p-reset")
+    session.post(
+        f"{sb.planday_url}/revenue/v1.0/revenue", json={"revenueUnitId": 1001, "date": "2026-11-24", "turnover": 1}
+    )
+    requests.post(f"{sb.ajour_url}/_sandbox/companies/c100", json={"bump": {"L1": 5}}, timeout=5)
+    set_faults(sb.planday_url, rate_5xx=1.0, paths=["/revenue"])
+    for url in (sb.ajour_url, sb.planday_url):
+        assert requests.post(f"{url}/_sandbox/reset", timeout=5).json() == {"ok": True}
+        assert requests.get(f"{url}/_sandbox/requests", timeout=5).json() == []
+    assert requests.get(f"{sb.planday_url}/_sandbox/state", timeout=5).json() == {"portals": {}}
+    assert requests.get(f"{sb.ajour_url}/_sandbox/state", timeout=5).json() == {"companies": {}}
+    assert requests.get(f"{sb.planday_url}/_sandbox/faults", timeout=5).json()["faults"]["rate_5xx"] == 0
+    # Tokens are forgotten too.
+    resp = session.get(f"{sb.planday_url}/revenue/v1.0/revenueunits", timeout=5)
+    assert resp.status_code == 401
+
+
+# ------------------------------------------------------------------------------------------ run.py
+
+
+def run_py(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(RUN_PY), *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_run_py_start_status_stop(tmp_path):
+    state_dir = tmp_path / "state"
+    common = ["--state-dir", str(state_dir)]
+    assert run_py("status", *common, cwd=tmp_path).returncode == 1
+    started = run_py("start", "--ajour-port", "0", "--planday-port", "0", *common, cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    try:
+        info = json.loads((state_dir / "sandbox.json").read_text())
+        assert int((state_dir / "sandbox.pid").read_text()) == info["pid"]
+        assert info["ajour_url"] in started.stdout and info["planday_url"] in started.stdout
+        assert requests.get(f"{info['ajour_url']}/_sandbox/state", timeout=5).status_code == 200
+        assert requests.get(f"{info['planday_url']}/_sandbox/state", timeout=5).status_code == 200
+
+        status = run_py("status", *common, cwd=tmp_path)
+        assert status.returncode == 0 and info["planday_url"] in status.stdout
+        again = run_py("start", "--ajour-port", "0", "--planday-port", "0", *common, cwd=tmp_path)
+        assert again.returncode == 0 and "already running" in again.stdout
+        assert json.loads((state_dir / "sandbox.json").read_text())["pid"] == info["pid"]
+    finally:
+        stopped = run_py("stop", *common, cwd=tmp_path)
+    assert stopped.returncode == 0
+    assert not (state_dir / "sandbox.json").exists() and not (state_dir / "sandbox.pid").exists()
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"{info['ajour_url']}/_sandbox/state", timeout=2)
+    assert run_py("status", *common, cwd=tmp_path).returncode == 1
+    assert run_py("stop", *common, cwd=tmp_path).returncode == 0
