@@ -13,6 +13,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PARALLELISM := 4
 export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL := 30
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS := admin:admin
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/plugins$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: venv demo test test-fast lint up down bench lock clean
@@ -43,7 +44,7 @@ lint: venv
 up: venv
 	$(PY) -m tillflow demo --seed-only
 	@(nohup $(PY) -m aiosmtpd -n -l 127.0.0.1:8025 > $(TILLFLOW_HOME)/mail.log 2>&1 & echo $$! > $(TILLFLOW_HOME)/mail.pid)
-	@echo "UI: http://localhost:8080  login: admin / see $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
+	@echo "UI: http://localhost:8080  login: admin / $$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin"])' $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated)"
 	@echo "mail catcher: $(TILLFLOW_HOME)/mail.log   sandbox: $(TILLFLOW_HOME)/sandbox.json"
 	$(VENV)/bin/airflow standalone
 

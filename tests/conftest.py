@@ -50,8 +50,11 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     """URL of a fresh, empty database for this test session (dropped at the end)."""
+    import logging
+
     import psycopg
 
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     server = os.environ.get("TILLFLOW_TEST_DATABASE_URL")
     if not server:
         import pgserver

@@ -95,7 +95,7 @@ CREATE TABLE tillflow.rejects (
     run_id      text,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX rejects_once ON tillflow.rejects (account_id, flow, landing_id, ref, reason);
+CREATE UNIQUE INDEX rejects_once ON tillflow.rejects (account_id, flow, landing_id, ref, reason) NULLS NOT DISTINCT;
 
 -- One row per account per run and flow: what support reads when a customer asks "why is Tuesday empty".
 CREATE TABLE tillflow.activity (

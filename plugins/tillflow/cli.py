@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,15 @@ def _settings_from_args(args: argparse.Namespace, base: dict[str, Any]) -> dict[
     return data
 
 
+ACCOUNT_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
 def cmd_accounts_add(args: argparse.Namespace, *, update: bool) -> int:
     spec = spec_for(args.integration)
+    if not ACCOUNT_KEY.match(args.key):
+        raise ConfigError(
+            f"key: {args.key!r} must be 1–63 lower-case letters, digits, - or _ (starting with a letter or digit)"
+        )
     with _open_store() as store:
         existing = store.find_account(spec.dag_id, args.key)
         if update and existing is None:
@@ -86,7 +94,7 @@ def cmd_accounts_add(args: argparse.Namespace, *, update: bool) -> int:
                 "business_day_cutoff": f"{spec.business_day_cutoff:%H:%M}",
             }
         )
-        settings = parse_settings(_settings_from_args(args, base), spec=spec, where="settings")
+        settings = parse_settings(_settings_from_args(args, base), spec=spec, where="")
         account = store.upsert_account(
             spec.dag_id,
             args.key,
@@ -280,10 +288,17 @@ def _parse_amount(value: str, where: str) -> Decimal:
 
 
 def _parse_date(value: Any, where: str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
     if isinstance(value, date):
-        return value if not hasattr(value, "date") else value.date()
+        return value
+    text = str(value).strip()
     try:
-        return date.fromisoformat(str(value).strip()[:10])
+        return date.fromisoformat(text)
+    except ValueError:
+        pass
+    try:  # Excel cells read as text come as "2026-11-18 00:00:00"
+        return datetime.fromisoformat(text).date()
     except ValueError:
         raise ConfigError(f"{where}: expected YYYY-MM-DD, got {value!r}") from None
 

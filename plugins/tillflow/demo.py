@@ -23,45 +23,14 @@ from tillflow.store.db import tillflow_home
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "ajour_to_planday"
 
-#: key → (name, Ajour CompanyID, Planday client id, settings, location → unit or None = inactive)
-DEMO_ACCOUNTS: dict[str, tuple[str, str, str, dict[str, Any], dict[str, str | None]]] = {
-    "cafe_nord": (
-        "Café Nord",
-        "1001",
-        "demo-nord",
-        {
-            "vat": "incl",
-            "write_mode": "keep_manual",
-            "run_time": "05:00",
-            "lookback_days": 3,
-            "timezone": "Europe/Copenhagen",
-            "start_date": "2026-01-01",
-        },
-        {"L1": "1001", "L2": "1001", "L3": "1002", "L4": "1003"},
-    ),
-    "bistro_syd": (
-        "Bistro Syd",
-        "2002",
-        "demo-syd",
-        {
-            "vat": "excl",
-            "write_mode": "overwrite",
-            "run_time": "07:00",
-            "lookback_days": 5,
-            "weekdays": ["mon", "tue", "wed", "thu", "fri"],
-            "timezone": "Europe/Copenhagen",
-            "start_date": "2026-01-01",
-        },
-        {"L1": "1001", "L2": "1001", "L3": None, "L4": "1003"},
-    ),
-    "havn_bar": (
-        "Havnebar (paused)",
-        "3003",
-        "demo-havn",
-        {"vat": "incl", "active": False, "run_time": "09:00", "timezone": "Europe/Copenhagen"},
-        {"L1": "1002", "L2": "1002", "L3": "1002", "L4": "1002"},
-    ),
-}
+DEMO_FILE = ROOT / "include" / "demo" / "accounts.yaml"
+
+
+def demo_accounts() -> dict[str, dict[str, Any]]:
+    """The demo accounts: name, Ajour CompanyID, Planday client id, settings and mapping."""
+    import yaml
+
+    return yaml.safe_load(DEMO_FILE.read_text())
 
 
 def _env() -> dict[str, str]:
@@ -89,7 +58,8 @@ def start_sandbox() -> dict[str, str]:
 
 def connections(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
     conns: dict[str, dict[str, Any]] = {}
-    for key, (_name, company, client, _settings, _map) in DEMO_ACCOUNTS.items():
+    for key, acc in demo_accounts().items():
+        company, client = acc["ajour_company"], acc["planday_client"]
         conns[f"ajour_{key}"] = {
             "conn_type": "http",
             "host": urls["ajour_url"],
@@ -120,17 +90,24 @@ def seed(store: Store, urls: dict[str, str]) -> None:
     from tillflow.cli import spec_for
 
     spec = spec_for(DAG_ID)
-    for key, (name, _company, _client, settings, mapping) in DEMO_ACCOUNTS.items():
+    for key, acc in demo_accounts().items():
+        settings, mapping = acc["settings"], acc["mapping"]
         account = store.upsert_account(
             DAG_ID,
             key,
-            name=name,
+            name=acc["name"],
             conn_id=f"ajour_{key}",
             target_conn_id=f"planday_{key}",
             settings=parse_settings(settings, spec=spec, where=key),
         )
         for location, unit in mapping.items():
             store.set_mapping(account.id, "location", location, unit)
+    # a fixed local login for the UI of `make up` (SimpleAuthManager reads its passwords from this file)
+    passwords = Path(os.environ.get("AIRFLOW_HOME", tillflow_home() / "airflow"))
+    passwords = passwords / "simple_auth_manager_passwords.json.generated"
+    if not passwords.exists():
+        passwords.parent.mkdir(parents=True, exist_ok=True)
+        passwords.write_text(json.dumps({"admin": "admin"}))
     path = tillflow_home() / "demo_connections.json"
     path.write_text(json.dumps(connections(urls), indent=2))
     _airflow("connections", "import", "--overwrite", str(path))
@@ -139,7 +116,8 @@ def seed(store: Store, urls: dict[str, str]) -> None:
 def summary(store: Store, urls: dict[str, str]) -> tuple[str, bool]:
     state = requests.get(f"{urls['planday_url']}/_sandbox/state", timeout=10).json()["portals"]
     lines, ok = [], True
-    for key, (name, _company, client, _settings, _map) in DEMO_ACCOUNTS.items():
+    for key, acc in demo_accounts().items():
+        name, client = acc["name"], acc["planday_client"]
         account = store.get_account(DAG_ID, key)
         planday = {
             (str(r["revenueUnitId"]), r["date"]): Decimal(r["turnover"])

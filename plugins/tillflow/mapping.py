@@ -70,6 +70,10 @@ def validate_mapping(
     return report
 
 
+def _hour_key(hour: int | None) -> int:
+    return -1 if hour is None else hour  # the whole-day row sorts before hour 0
+
+
 def apply_mapping(
     lines: Iterable[RevenueLine],
     rules: Mapping[str, MappingRule],
@@ -98,6 +102,6 @@ def apply_mapping(
         raise NeedsMapping(kind, sorted(unmapped))
     rows = [
         TargetRow(target_key=k, business_date=d, hour=h, amount=amount.quantize(Decimal("0.01")))
-        for (k, d, h), amount in sorted(totals.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or -1))
+        for (k, d, h), amount in sorted(totals.items(), key=lambda kv: (kv[0][0], kv[0][1], _hour_key(kv[0][2])))
     ]
     return rows, ignored

@@ -44,7 +44,12 @@ class FailureEmail(BaseNotifier):
             window = f"{item.get('window_start')}..{item.get('window_end')}"
         secrets = list(getattr(task, "known_secrets", ()) or ())
         exc = context.get("exception")
-        error = one_line(exc, secrets) if exc is not None else "unknown error (see the task log)"
+        if exc is None:
+            error = "unknown error (see the task log)"
+        elif type(exc).__name__ in ("AirflowFailException", "AirflowException"):
+            error = one_line(str(exc), secrets)  # our own wrapper: its text already names the cause
+        else:
+            error = one_line(exc, secrets)
         return {
             "dag_id": dag_id,
             "task_id": getattr(ti, "task_id", "") or getattr(task, "task_id", ""),

@@ -30,8 +30,8 @@ def format_validation_error(exc: ValidationError, *, where: str) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
         msg = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
-        shown = "" if isinstance(got, dict | list) or "got " in msg else f" (got {got!r})"
-        lines.append(f"{where}: {loc}: {msg}{shown}")
+        shown = "" if isinstance(got, dict | list) or "got " in msg or repr(got) in msg else f" (got {got!r})"
+        lines.append(f"{where + ': ' if where else ''}{loc}: {msg}{shown}")
     return "\n".join(lines)
 
 

@@ -51,7 +51,7 @@ class RunParams:
         if isinstance(accounts, str):
             accounts = [a.strip() for a in accounts.split(",") if a.strip()]
         overwrite = params.get("overwrite")
-        if overwrite not in (None, True, False):
+        if overwrite is not None and not isinstance(overwrite, bool):
             raise ConfigError(f"overwrite: expected true, false or null, got {overwrite!r}")
         date_from, date_to = as_date("date_from"), as_date("date_to")
         if date_to and not date_from:

@@ -97,7 +97,7 @@ def manual_window(date_from: date, date_to: date | None = None) -> Window:
         raise ValueError(f"date_to {date_to} is before date_from {date_from}")
     days = (date_to - date_from).days + 1
     if days > MAX_MANUAL_DAYS:
-        raise ValueError(f"date range of {days} days is longer than {MAX_MANUAL_DAYS}; split it")
+        raise ValueError(f"date range {date_from}..{date_to} is {days} days, longer than {MAX_MANUAL_DAYS}; split it")
     return Window(date_from, date_to)
 
 

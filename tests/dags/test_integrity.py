@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from tillflow.specs import TAG_PREFIXES, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]

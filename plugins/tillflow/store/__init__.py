@@ -238,8 +238,8 @@ class Store:
                 return row["id"]
             row = self.conn.execute(
                 """
-                INSERT INTO tillflow.raw_landing
-                       (account_id, source, flow, window_start, window_end, request, content_type, body_gz, sha256, run_id)
+                INSERT INTO tillflow.raw_landing (account_id, source, flow, window_start, window_end, request,
+                                                  content_type, body_gz, sha256, run_id)
                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
                 """,
                 (
@@ -364,40 +364,38 @@ class Store:
         """The bulk path of :meth:`upsert_revenue`: ``(account_id, target_key, date, hour, amount)`` tuples.
 
         One transaction: COPY into a per-connection TEMP staging table, count what matches existing rows,
-        then write only what must change. Rows that match nothing (a first load, a new day) go in with a
-        plain INSERT (no per-row conflict handling); otherwise unchanged and protected rows are filtered
-        out before ``INSERT … ON CONFLICT DO UPDATE`` (which still re-checks, so a concurrent writer is
-        merged, not overwritten blindly or duplicated).
+        then write only what must change. When nothing matches (a first load, new days) the rows go in
+        with a plain INSERT; otherwise unchanged and protected rows are filtered out before
+        ``INSERT … ON CONFLICT DO UPDATE``, which still re-checks each conflict, so a concurrent writer is
+        merged with, never duplicated or blindly overwritten.
         """
         if mode not in _MODE_CONDITION:
             raise ConfigError(f"write_mode: must be one of {', '.join(_MODE_CONDITION)}, got {mode!r}")
-        may_update = _MODE_CONDITION[mode]  # over the existing row ``r``
+        may_update = _MODE_CONDITION[mode]  # a condition on the existing row ``r``
         conn = self.conn
         nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
         with conn.transaction():
+            # hour None (the whole day) is stored as -1: derived by the server, so rows are sent as they come
             conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS revenue_stage ("
-                " account_id bigint, target_key text, business_date date, hour smallint, amount numeric(14,2))"
+                " account_id bigint, target_key text, business_date date, hour_in smallint, amount numeric(14,2),"
+                " hour smallint GENERATED ALWAYS AS (coalesce(hour_in, -1)) STORED)"
                 " ON COMMIT DELETE ROWS"
             )
-            if nested:  # ON COMMIT DELETE ROWS has not emptied it yet: an outer transaction is open
+            if nested:  # an outer transaction is open: ON COMMIT DELETE ROWS has not emptied the stage
                 conn.execute("TRUNCATE revenue_stage")
             with conn.cursor() as cur:
                 with cur.copy(
-                    "COPY revenue_stage (account_id, target_key, business_date, hour, amount) FROM STDIN"
+                    "COPY revenue_stage (account_id, target_key, business_date, hour_in, amount) FROM STDIN"
                 ) as copy:
                     write = copy.write_row
-                    for account_id, key, day, hour, amount in tuples:
-                        write((account_id, key, day, -1 if hour is None else hour, amount))
+                    for row in tuples:
+                        write(row)
                 staged = cur.rowcount
             if staged <= 0:
                 return UpsertResult()
-            import os
-
-            if os.environ.get("TF_ANALYZE", "1") == "1":
-                conn.execute("ANALYZE revenue_stage")  # temp tables get no autovacuum: give the planner real numbers
-            if os.environ.get("TF_WORKMEM"):
-                conn.execute(f"SET LOCAL work_mem = '{os.environ['TF_WORKMEM']}'")
+            if staged >= 10_000:  # temp tables get no autovacuum: give the planner real numbers for big batches
+                conn.execute("ANALYZE revenue_stage")
             count_sql = f"""
                 SELECT count(*) AS matched,
                        count(*) FILTER (WHERE r.amount = s.amount) AS unchanged,
@@ -407,13 +405,14 @@ class Store:
                 """
             same = conn.execute(count_sql).fetchone()
             if same["matched"] == 0:
-                # Nothing to merge with: a plain INSERT. A row committed meanwhile by a concurrent writer
-                # (or a key twice in this batch) raises here; then recount and take the merge below.
+                # Nothing to merge with: a plain INSERT. If a concurrent writer committed one of these keys
+                # meanwhile (or a key comes twice in this batch) it fails: recount and merge as below.
                 try:
                     with conn.transaction():
                         inserted = conn.execute(
                             """
-                            INSERT INTO tillflow.revenue (account_id, target_key, business_date, hour, amount, origin, run_id)
+                            INSERT INTO tillflow.revenue
+                                   (account_id, target_key, business_date, hour, amount, origin, run_id)
                             SELECT account_id, target_key, business_date, hour, amount, 'integration', %(run)s
                               FROM revenue_stage
                             """,
@@ -423,8 +422,8 @@ class Store:
                 except psycopg.errors.UniqueViolation:
                     same = conn.execute(count_sql).fetchone()
             differing = same["matched"] - same["unchanged"]
-            if same["matched"] == staged and same["to_update"] == 0:
-                return UpsertResult(unchanged=same["unchanged"], kept=differing)  # nothing to write
+            if same["matched"] == staged and same["to_update"] == 0:  # nothing new, nothing to update
+                return UpsertResult(unchanged=same["unchanged"], kept=differing)
             merged = conn.execute(
                 f"""
                 WITH up AS (
@@ -432,7 +431,7 @@ class Store:
                            (account_id, target_key, business_date, hour, amount, origin, run_id)
                     SELECT s.account_id, s.target_key, s.business_date, s.hour, s.amount, 'integration', %(run)s
                       FROM revenue_stage s
-                     WHERE NOT EXISTS (  -- skip rows that are unchanged or that the write mode protects
+                     WHERE NOT EXISTS (  -- leave out rows that are unchanged or that the write mode protects
                            SELECT FROM tillflow.revenue r
                             WHERE r.account_id = s.account_id AND r.target_key = s.target_key
                               AND r.business_date = s.business_date AND r.hour = s.hour
@@ -476,6 +475,8 @@ class Store:
                 VALUES (%s, %s, %s, %s, %s, %s)
                 ON CONFLICT (account_id, target_key, business_date, hour) DO UPDATE
                    SET amount = EXCLUDED.amount, origin = EXCLUDED.origin, run_id = NULL, updated_at = now()
+                 WHERE tillflow.revenue.amount IS DISTINCT FROM EXCLUDED.amount
+                    OR tillflow.revenue.origin <> EXCLUDED.origin
                 """,
                 (account_id, target_key, day, -1 if hour is None else hour, amount, origin),
             )
@@ -567,7 +568,7 @@ class Store:
                 INSERT INTO tillflow.activity (dag_id, run_id, account_id, flow, window_start, window_end)
                 VALUES (%s, %s, %s, %s, %s, %s)
                 ON CONFLICT (run_id, account_id, flow) DO UPDATE
-                   SET status = 'running', error = '', window_start = EXCLUDED.window_start,
+                   SET status = 'running', error = '', started_at = now(), window_start = EXCLUDED.window_start,
                        window_end = EXCLUDED.window_end, finished_at = NULL
                 """,
                 (dag_id, run_id, account_id, flow, window.start if window else None, window.end if window else None),

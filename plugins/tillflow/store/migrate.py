@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from tillflow.store.db import SQL_DIR
 
@@ -39,7 +40,8 @@ def migrate(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[int]:
             "CREATE TABLE IF NOT EXISTS tillflow.schema_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {v for (v,) in conn.execute("SELECT version FROM tillflow.schema_migrations")}
+        cur = conn.cursor(row_factory=tuple_row)  # whatever row factory the caller's connection uses
+        done = {v for (v,) in cur.execute("SELECT version FROM tillflow.schema_migrations")}
         for version, name, path in migration_files(sql_dir):
             if version in done:
                 continue

@@ -1,0 +1,173 @@
+"""sync.plan against the real store: which accounts run on a tick or a manual run, for which window and mode."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from tillflow.errors import ConfigError
+from tillflow.specs import load_spec, parse_settings
+from tillflow.sync import RunParams, WorkItem, plan
+
+SPEC = load_spec(Path(__file__).resolve().parents[2] / "dags" / "ajour_to_planday.yaml")
+FRIDAY_0700_CPH = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)  # Friday 07:00 CET
+THU = date(2026, 11, 19)
+
+ACCOUNTS = {
+    "a-daily": {"run_time": "07:00", "lookback_days": 3},
+    "b-fridays": {"run_time": "07:00", "weekdays": ["fri"], "lookback_days": 1, "write_mode": "insert_only"},
+    "c-late": {"run_time": "09:00"},
+    "d-weekend": {"run_time": "07:00", "weekdays": ["sat", "sun"]},
+    "e-paused": {"run_time": "07:00", "active": False},
+    "f-starts-today": {"run_time": "07:00", "start_date": "2026-11-20"},
+    "g-starts-later": {"run_time": "07:00", "start_date": "2026-12-01"},
+    "h-started-tue": {"run_time": "07:00", "lookback_days": 7, "start_date": "2026-11-17"},
+    "i-london": {"run_time": "07:00", "timezone": "Europe/London", "lookback_days": 2},
+}
+
+
+@pytest.fixture
+def accounts(store):
+    made = {}
+    for key, settings in ACCOUNTS.items():
+        made[key] = store.upsert_account(
+            SPEC.dag_id,
+            key,
+            name=key.title(),
+            conn_id=f"ajour_{key}",
+            settings=parse_settings(settings, spec=SPEC),
+        )
+    # same settings in another integration: never planned here
+    store.upsert_account(
+        "kassatellen_to_eitje", "a-daily", name="Other", conn_id="x", settings=parse_settings(ACCOUNTS["a-daily"])
+    )
+    return made
+
+
+def windows(result) -> dict[str, tuple[date, date, str]]:
+    return {i.account_key: (i.window_start, i.window_end, i.mode) for i in result.items}
+
+
+def test_a_scheduled_friday_0700_tick_runs_only_the_accounts_due_then(store, accounts):
+    result = plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=RunParams(), manual=False)
+    assert windows(result) == {
+        "a-daily": (date(2026, 11, 17), THU, "keep_manual"),
+        "b-fridays": (THU, THU, "insert_only"),
+        "h-started-tue": (date(2026, 11, 17), THU, "keep_manual"),  # 7 days back, clipped at the start date
+    }
+    assert result.not_run == {
+        "c-late": "runs at 09:00, tick is 07:00",
+        "d-weekend": "fri is not a fetch day",
+        "e-paused": "paused",
+        "f-starts-today": "window lies before the start date 2026-11-20",
+        "g-starts-later": "starts on 2026-12-01",
+        "i-london": "runs at 07:00, tick is 06:00",
+    }
+    a = next(i for i in result.items if i.account_key == "a-daily")
+    assert a == WorkItem(
+        accounts["a-daily"].id, "a-daily", "A-Daily", "revenue", date(2026, 11, 17), THU, "keep_manual", False
+    )
+    assert all(not i.force_delivery and i.flow == "revenue" for i in result.items)
+
+
+def test_every_active_account_is_either_run_or_explained(store, accounts):
+    result = plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=RunParams(), manual=False)
+    assert {i.account_key for i in result.items} | set(result.not_run) == set(ACCOUNTS)
+    assert not {i.account_key for i in result.items} & set(result.not_run)
+
+
+def test_the_london_account_runs_an_hour_later_in_utc(store, accounts):
+    result = plan(store, SPEC, logical_date=datetime(2026, 11, 20, 7, tzinfo=UTC), params=RunParams(), manual=False)
+    assert windows(result) == {"i-london": (date(2026, 11, 18), THU, "keep_manual")}
+
+
+def test_in_summer_time_0700_copenhagen_is_0500_utc(store, accounts):
+    result = plan(store, SPEC, logical_date=datetime(2026, 7, 3, 5, tzinfo=UTC), params=RunParams(), manual=False)
+    assert windows(result) == {
+        "a-daily": (date(2026, 6, 30), date(2026, 7, 2), "keep_manual"),
+        "b-fridays": (date(2026, 7, 2), date(2026, 7, 2), "insert_only"),
+    }
+    assert result.not_run["h-started-tue"] == "starts on 2026-11-17"
+
+
+def test_a_manual_run_without_params_runs_every_active_account_for_its_lookback(store, accounts):
+    result = plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=RunParams(), manual=True)
+    assert windows(result) == {
+        "a-daily": (date(2026, 11, 17), THU, "keep_manual"),
+        "b-fridays": (THU, THU, "insert_only"),
+        "c-late": (date(2026, 11, 17), THU, "keep_manual"),  # the default lookback, 3
+        "d-weekend": (date(2026, 11, 17), THU, "keep_manual"),
+        "h-started-tue": (date(2026, 11, 17), THU, "keep_manual"),
+        "i-london": (date(2026, 11, 18), THU, "keep_manual"),
+    }
+    assert result.not_run == {
+        "e-paused": "paused",
+        "f-starts-today": "window lies before the start date 2026-11-20",
+        "g-starts-later": "window lies before the start date 2026-12-01",
+    }
+    assert not any(i.force_delivery for i in result.items)
+
+
+def test_a_manual_run_for_named_accounts_and_dates_runs_exactly_those(store, accounts):
+    params = RunParams.from_params(
+        {"accounts": "h-started-tue, c-late", "date_from": "2026-11-10", "date_to": "2026-11-18"}
+    )
+    result = plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=params, manual=True)
+    assert [(i.account_key, i.window_start, i.window_end) for i in result.items] == [
+        ("h-started-tue", date(2026, 11, 17), date(2026, 11, 18)),  # clipped at its start date
+        ("c-late", date(2026, 11, 10), date(2026, 11, 18)),
+    ]
+    assert result.not_run == {}
+
+
+def test_a_manual_single_day_before_the_start_date_is_not_run(store, accounts):
+    params = RunParams(accounts=["g-starts-later", "a-daily"], date_from=date(2026, 11, 2))
+    result = plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=params, manual=True)
+    assert windows(result) == {"a-daily": (date(2026, 11, 2), date(2026, 11, 2), "keep_manual")}
+    assert result.not_run == {"g-starts-later": "window lies before the start date 2026-12-01"}
+
+
+def test_a_named_paused_account_still_does_not_run(store, accounts):
+    result = plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=RunParams(accounts=["e-paused"]), manual=True)
+    assert result.items == []
+    assert result.not_run == {"e-paused": "paused"}
+
+
+@pytest.mark.parametrize("overwrite, mode, force", [(True, "overwrite", True), (False, "insert_only", False)])
+def test_overwrite_param_sets_the_write_mode_of_a_manual_run(store, accounts, overwrite, mode, force):
+    params = RunParams(accounts=["a-daily", "b-fridays"], overwrite=overwrite)
+    result = plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=params, manual=True)
+    assert [(i.account_key, i.mode, i.force_delivery) for i in result.items] == [
+        ("a-daily", mode, force),
+        ("b-fridays", mode, force),
+    ]
+
+
+def test_overwrite_on_a_scheduled_tick_changes_the_mode_but_never_forces_delivery(store, accounts):
+    result = plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=RunParams(overwrite=True), manual=False)
+    assert {(i.account_key, i.mode, i.force_delivery) for i in result.items} == {
+        ("a-daily", "overwrite", False),
+        ("b-fridays", "overwrite", False),
+        ("h-started-tue", "overwrite", False),
+    }
+
+
+def test_an_unknown_account_names_it_and_lists_the_known_ones(store, accounts):
+    with pytest.raises(ConfigError) as exc:
+        plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=RunParams(accounts=["a-daily", "zz-nope"]), manual=True)
+    message = str(exc.value)
+    assert message.startswith("accounts: unknown account(s) zz-nope for ajour_to_planday; known: ")
+    assert message.endswith("known: " + ", ".join(sorted(ACCOUNTS)))
+
+
+def test_no_accounts_means_an_empty_plan(store):
+    result = plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=RunParams(), manual=False)
+    assert (result.items, result.not_run) == ([], {})
+    with pytest.raises(ConfigError, match="known: none"):
+        plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=RunParams(accounts=["x"]), manual=True)
+
+
+def test_work_items_survive_the_xcom_round_trip(store, accounts):
+    result = plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=RunParams(overwrite=True), manual=True)
+    assert [WorkItem.from_xcom(i.to_xcom()) for i in result.items] == result.items
