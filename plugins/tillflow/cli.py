@@ -228,9 +228,18 @@ def cmd_mappings_remove(args: argparse.Namespace) -> int:
 
 
 def _connection(conn_id: str):
-    from tillflow.operators import connection_info
+    """An Airflow Connection for the CLI: env vars, secrets backends and the metadata DB."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
 
-    return connection_info(conn_id)
+    from tillflow.sources.base import ConnectionInfo
+
+    try:
+        conn = Connection.get_connection_from_secrets(conn_id)
+    except AirflowNotFoundException:
+        raise ConfigError(f"connection: {conn_id!r} is not defined; add it with `airflow connections add`") from None
+    return ConnectionInfo(conn_id=conn_id, host=conn.host or "", login=conn.login or "", password=conn.password or "",
+                          schema=conn.schema or "", port=conn.port, extra=conn.extra_dejson or {})
 
 
 def cmd_test_connection(args: argparse.Namespace) -> int:
@@ -262,12 +271,8 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
         else:
             state = "UNMAPPED: map it or mark it inactive"
         print(f"  {item.key:<10} {item.name:<30} {state}")
-    if targets is not None:
-        print(
-            f"{spec.target} {targets[0].extra.get('kind', 'units') if targets and targets[0].extra else 'units'}: "
-            + ", ".join(f"{t.key} {t.name}" for t in targets[:50])
-            + (" …" if len(targets) > 50 else "")
-        )
+    shown = ", ".join(f"{t.key} {t.name}" for t in targets[:50]) + (" …" if len(targets) > 50 else "")
+    print(f"{spec.target} {target.mapping_kind}s: {shown}")
     for key in report.stale:
         print(f"  {key:<10} (mapped, but {spec.source} no longer lists it)")
     if not report.complete:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "ajour_to_planday"
-MAPPING = {"L1": "1001", "L2": "1001", "L3": "1002", "L4": "1003"}  # two tills feed the restaurant
+MAPPING = {"L1": "1001", "L2": "1002", "L3": "1001", "L4": "1003"}  # the terrace feeds the restaurant unit
 FAST_HTTP = {"backoff_base": 0.05, "backoff_max": 0.5, "max_retry_after": 1.5, "read_timeout": 2}
 
 

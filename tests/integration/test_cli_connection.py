@@ -1,0 +1,62 @@
+"""`python -m tillflow test-connection` against the sandbox: the seeds' "test settings and fetch units"."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import requests
+from tillflow.cli import main
+
+INTEGRATION = "ajour_to_planday"
+
+
+def _connections(sandbox, key: str, company: str, client: str, password: str | None = None) -> None:
+    os.environ[f"AIRFLOW_CONN_AJOUR_{key.upper()}"] = json.dumps({
+        "conn_type": "http", "host": sandbox.ajour_url, "login": "api", "password": password or f"pw-{company}",
+        "schema": "db", "extra": {"company_id": company}})
+    os.environ[f"AIRFLOW_CONN_PLANDAY_{key.upper()}"] = json.dumps({
+        "conn_type": "http", "host": sandbox.planday_url, "login": client, "password": f"rt-{client}"})
+
+
+def test_lists_locations_and_marks_the_unmapped_ones(store, sandbox, capsys):
+    _connections(sandbox, "popup_x", company="77x", client="popup")
+    assert main(["accounts", "add", "popup_x"]) == 0
+    for loc, unit in (("L1", "1001"), ("L2", "1001"), ("L3", "1002")):
+        assert main(["mappings", "set", "popup_x", loc, unit]) == 0
+    assert main(["mappings", "set", "popup_x", "L4", "--inactive"]) == 0
+    assert main(["mappings", "set", "popup_x", "L9", "1003"]) == 0  # a location Ajour no longer lists
+    capsys.readouterr()
+
+    code = main(["test-connection", "popup_x"])
+    out = capsys.readouterr().out
+    assert code == 1, out  # incomplete: L5 is unmapped
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert "→ 1001 Restaurant" in lines["L1"] and "→ 1001 Restaurant" in lines["L2"]
+    assert "→ 1002 Bar" in lines["L3"]
+    assert "inactive" in lines["L4"]
+    assert "UNMAPPED" in lines["L5"] and "Pop-up" in lines["L5"]
+    assert "no longer lists" in lines["L9"]
+    assert "ajour: credentials OK" in out and "planday: credentials OK; 3 revenue_unit(s)" in out
+
+    assert main(["mappings", "set", "popup_x", "L5", "1003"]) == 0
+    capsys.readouterr()
+    assert main(["test-connection", "popup_x"]) == 0
+    assert "mapping complete" in capsys.readouterr().out
+
+
+def test_wrong_credentials_are_one_clear_error(store, sandbox, capsys):
+    _connections(sandbox, "wrong", company="1001", client="wrong", password="hunter2-secret")
+    assert main(["accounts", "add", "wrong"]) == 0
+    capsys.readouterr()
+    code = main(["test-connection", "wrong"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "credentials refused" in captured.err and "hunter2" not in captured.err + captured.out
+    log = requests.get(f"{sandbox.ajour_url}/_sandbox/requests", timeout=5).json()
+    assert [r["status"] for r in log] == [401]
+
+
+def test_unknown_account_is_exit_2(store, sandbox, capsys):
+    assert main(["test-connection", "nobody"]) == 2
+    assert "error: account: unknown account 'nobody'" in capsys.readouterr().err
