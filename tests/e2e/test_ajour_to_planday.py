@@ -281,3 +281,27 @@ def test_unknown_account_param_fails_the_plan_clearly(store, sandbox, build):
     assert dr.state == "failed"
     assert ti_states(dr)[("plan", -1)] == "failed"
     assert planday(sandbox, "nord") == {}
+
+
+def test_airflow_dags_test_cli_alerts_by_mail_without_secrets(store, sandbox, mail, airflow_db):
+    """The same run through the `airflow dags test` command (a separate process, the real CLI)."""
+    import subprocess
+    import sys
+
+    add_account(store, sandbox, "cafe_nord", company="1001", client="nord")
+    add_account(store, sandbox, "wrong_pw", company="2002", client="wrong", password="hunter2-secret")
+    conf = json.dumps({"date_from": "2026-11-10", "date_to": "2026-11-11"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", DAG_ID, "-c", conf], env=env,
+                          capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert "hunter2" not in output
+    assert len(planday(sandbox, "nord")) == 2 * 3 - 0  # Tue/Wed: every unit open
+    assert planday(sandbox, "wrong") == {}
+    subjects = [m["subject"] for m in mail.messages]
+    assert any("account.fetch failed" in s and "wrong_pw" in s and "2026-11-10..2026-11-11" in s for s in subjects)
+    assert all("hunter2" not in m.as_string() for m in mail.messages)
+    runs = {r["run_id"] for r in store.activity()}
+    assert len(runs) == 1
+    act = {r["account_key"]: r["status"] for r in store.activity()}
+    assert act == {"cafe_nord": "success", "wrong_pw": "failed"}
