@@ -480,3 +480,26 @@ def test_put_and_get_batch_round_trip_with_decimal_amounts(store):
     assert store.get_batch(store.put_batch(account.id, "revenue", Window(D1, D1), [], run_id=None)) == []
     with pytest.raises(LookupError, match="batch 99999 is gone"):
         store.get_batch(99999)
+
+
+def test_revenue_of_an_unknown_account_is_refused_whole(store):
+    from tillflow.errors import ConfigError
+
+    acc = store.upsert_account("ajour_to_planday", "real", name="Real", conn_id="c", settings=AccountSettings())
+    rows = [(acc.id, "1001", date(2026, 11, 1), None, Decimal("1.00")), (999, "1001", date(2026, 11, 1), None,
+                                                                          Decimal("2.00"))]
+    with pytest.raises(ConfigError, match="account_id: no account with id 999"):
+        store.upsert_revenue_many(rows, mode="overwrite")
+    assert store.revenue(acc.id) == []
+
+
+def test_deleting_an_account_deletes_its_revenue(store):
+    acc = store.upsert_account("ajour_to_planday", "gone", name="Gone", conn_id="c", settings=AccountSettings())
+    keep = store.upsert_account("ajour_to_planday", "kept", name="Kept", conn_id="c", settings=AccountSettings())
+    for a in (acc, keep):
+        store.upsert_revenue_many([(a.id, "1001", date(2026, 11, 1), None, Decimal("1.00"))], mode="overwrite")
+    store.conn.execute("DELETE FROM tillflow.accounts WHERE id = %s", (acc.id,))
+    store.conn.commit()
+    left = store.conn.execute("SELECT account_id FROM tillflow.revenue").fetchall()
+    store.conn.commit()
+    assert [r["account_id"] for r in left] == [keep.id]

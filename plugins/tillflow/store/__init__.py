@@ -351,7 +351,7 @@ class Store:
         Unchanged rows are not rewritten.
         """
         return self.upsert_revenue_many(
-            ((account_id, r.target_key, r.business_date, r.hour, r.amount) for r in rows), mode=mode, run_id=run_id
+            [(account_id, r.target_key, r.business_date, r.hour, r.amount) for r in rows], mode=mode, run_id=run_id
         )
 
     def upsert_revenue_many(
@@ -374,6 +374,10 @@ class Store:
         may_update = _MODE_CONDITION[mode]  # a condition on the existing row ``r``
         conn = self.conn
         nested = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        if isinstance(tuples, list) and tuples:
+            first = self._first_load(tuples, run_id=run_id)
+            if first is not None:
+                return first
         with conn.transaction():
             # hour None (the whole day) is stored as -1: derived by the server, so rows are sent as they come
             conn.execute(
@@ -396,6 +400,14 @@ class Store:
                 return UpsertResult()
             if staged >= 10_000:  # temp tables get no autovacuum: give the planner real numbers for big batches
                 conn.execute("ANALYZE revenue_stage")
+            # tillflow.revenue has no foreign key (a per-row check halves bulk loads): check the batch once
+            unknown = conn.execute(
+                "SELECT DISTINCT s.account_id FROM revenue_stage s"
+                " WHERE NOT EXISTS (SELECT FROM tillflow.accounts a WHERE a.id = s.account_id)"
+            ).fetchall()
+            if unknown:
+                ids = ", ".join(str(r["account_id"]) for r in unknown)
+                raise ConfigError(f"account_id: no account with id {ids}; nothing of this batch was written")
             count_sql = f"""
                 SELECT count(*) AS matched,
                        count(*) FILTER (WHERE r.amount = s.amount) AS unchanged,
@@ -454,6 +466,32 @@ class Store:
             unchanged=same["unchanged"],
             kept=differing - merged["updated"],
         )
+
+    def _first_load(self, rows: list[tuple], *, run_id: str | None) -> UpsertResult | None:
+        """COPY straight into ``tillflow.revenue`` when its accounts have no revenue yet (a first or
+        history load): nothing to merge with, so no staging. ``None`` when the merge path must run."""
+        conn = self.conn
+        ids = sorted({r[0] for r in rows})
+        with conn.transaction():
+            known = {r["id"] for r in conn.execute("SELECT id FROM tillflow.accounts WHERE id = ANY(%s)", (ids,))}
+            if missing := [i for i in ids if i not in known]:
+                raise ConfigError(
+                    f"account_id: no account with id {', '.join(map(str, missing))}; nothing of this batch was written"
+                )
+            if conn.execute("SELECT 1 FROM tillflow.revenue WHERE account_id = ANY(%s) LIMIT 1", (ids,)).fetchone():
+                return None
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    with cur.copy(
+                        "COPY tillflow.revenue (account_id, target_key, business_date, hour, amount, origin, run_id)"
+                        " FROM STDIN"
+                    ) as copy:
+                        write = copy.write_row
+                        for account_id, key, day, hour, amount in rows:
+                            write((account_id, key, day, -1 if hour is None else hour, amount, "integration", run_id))
+                    return UpsertResult(inserted=cur.rowcount)
+            except psycopg.errors.UniqueViolation:
+                return None  # a key twice in the batch, or a concurrent writer: merge instead
 
     def set_revenue_by_hand(
         self,
