@@ -131,6 +131,8 @@ def test_manual_range_lands_every_day_once_and_rerun_changes_nothing(store, sand
     conf = {"date_from": "2026-11-09", "date_to": "2026-11-22"}  # two weeks: two Mondays
     dr = run(dag, conf)
     assert dr.state == "success", ti_states(dr)
+    labels = {ti.rendered_map_index for ti in dr.get_task_instances() if ti.task_id == "account.deliver"}
+    assert labels == {"Cafe Nord (cafe_nord) 2026-11-09..2026-11-22", "Bistro Syd (bistro_syd) 2026-11-09..2026-11-22"}
 
     closed_by_client = {}
     for account, company, client, vat, mapping in (
