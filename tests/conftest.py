@@ -59,6 +59,7 @@ def pg_url() -> str:
     if not server:
         import pgserver
 
+        (ROOT / ".tillflow").mkdir(exist_ok=True)  # a fresh clone has none
         server = pgserver.get_server(ROOT / ".tillflow" / "test-pgdata", cleanup_mode=None).get_uri()
     name = f"tillflow_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server, autocommit=True) as conn:
