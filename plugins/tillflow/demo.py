@@ -46,13 +46,12 @@ def _airflow(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def start_sandbox() -> dict[str, str]:
+    """Start the stand-ins on their usual ports (8701/8702), or on free ones when those are taken."""
     state = tillflow_home()
-    subprocess.run(
-        [sys.executable, str(ROOT / "include" / "sandbox" / "run.py"), "start", "--state-dir", str(state)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    run = [sys.executable, str(ROOT / "include" / "sandbox" / "run.py"), "start", "--state-dir", str(state)]
+    started = subprocess.run(run, capture_output=True, text=True)
+    if started.returncode != 0:
+        subprocess.run([*run, "--ajour-port", "0", "--planday-port", "0"], check=True, capture_output=True, text=True)
     return json.loads((state / "sandbox.json").read_text())
 
 
