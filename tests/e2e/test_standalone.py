@@ -1,0 +1,118 @@
+"""Under the real scheduler: `airflow standalone` runs a backfill of ajour_to_planday.
+
+This is the path `dag.test()` can hide problems on: tasks run in worker processes through the
+Execution API (no metadata-DB access from tasks), connections come from the secrets backends, and
+the failure e-mail is sent from the worker. One backfill tick at 05:00 Copenhagen on Tuesday
+2026-11-17 runs the two accounts due at 05:00, for their lookback windows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import free_port
+from test_ajour_to_planday import DAG_ID, add_account, expected, planday
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_ID = "backfill__2026-11-17T04:00:00+00:00"  # 05:00 in Copenhagen
+
+
+@pytest.fixture
+def standalone(tmp_path, pg_url, mail_server):
+    """Returns start(): launches `airflow standalone` with the environment as it is then (connections
+    given as AIRFLOW_CONN_* variables must be set before), and an `airflow …` CLI runner."""
+    home = tmp_path / "airflow"
+    home.mkdir()
+    log_path = tmp_path / "standalone.log"
+    procs: list[subprocess.Popen] = []
+    env: dict[str, str] = {}
+
+    def start():
+        port = free_port()
+        env.update({
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "PYTHONPATH": os.pathsep.join(sys.path),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        })
+        procs.append(subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env,
+                                      stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
+
+    def airflow(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    try:
+        yield start, airflow, log_path
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait(predicate, timeout: float, what: str, log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(2)
+    tail = log.read_text()[-3000:] if log.exists() else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n--- standalone log tail ---\n{tail}")
+
+
+def test_backfill_under_the_real_scheduler(store, sandbox, mail, standalone):
+    start, airflow, log = standalone
+    add_account(store, sandbox, "cafe_nord", company="1001", client="nord", run_time="05:00")
+    add_account(store, sandbox, "wrong_pw", company="2002", client="wrong", password="hunter2-secret",
+                run_time="05:00")
+    add_account(store, sandbox, "late", company="3003", client="late", run_time="09:00")  # not due at 05:00
+    start()  # the scheduler's workers read the connections from the environment (a secrets backend)
+    _wait(lambda: DAG_ID in airflow("dags", "list", "-o", "plain").stdout, 180, "the DAG to be parsed", log)
+    unpaused = airflow("dags", "unpause", DAG_ID)
+    assert unpaused.returncode == 0, unpaused.stderr[-2000:]
+    created = airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", "2026-11-17T03:30:00+00:00",
+                      "--to-date", "2026-11-17T04:30:00+00:00")
+    assert created.returncode == 0, created.stderr[-2000:]
+
+    def finished():
+        rows = {r["account_key"]: r for r in store.activity(run_id=RUN_ID)}
+        report_mail = [m for m in mail.messages if ".report failed" in m["subject"]]
+        return rows if len(rows) == 2 and all(r["finished_at"] for r in rows.values()) and report_mail else None
+
+    rows = _wait(finished, 300, "the backfill run to finish and its report to be mailed", log)
+    assert rows["cafe_nord"]["status"] == "success"
+    assert (rows["cafe_nord"]["window_start"], rows["cafe_nord"]["window_end"]) == (date(2026, 11, 14),
+                                                                                     date(2026, 11, 16))
+    want = expected(sandbox, "1001", "2026-11-14", "2026-11-16")
+    assert {k: v[0] for k, v in planday(sandbox, "nord").items()} == want
+    assert rows["wrong_pw"]["status"] == "failed" and "credentials refused" in rows["wrong_pw"]["error"]
+    assert planday(sandbox, "late") == {}
+
+    subjects = [m["subject"] for m in mail.messages]
+    assert any("account.fetch failed" in s and "wrong_pw" in s and "2026-11-14..2026-11-16" in s for s in subjects)
+    assert all("hunter2" not in m.as_string() for m in mail.messages)
+    log_text = log.read_text()
+    assert "hunter2" not in log_text
+    calls = [r for r in requests.get(f"{sandbox.ajour_url}/_sandbox/requests", timeout=5).json() if r["status"] == 401]
+    assert len(calls) == 1, "refused credentials are not retried"
+    assert json.dumps(rows["wrong_pw"]["error"]).count("hunter2") == 0
