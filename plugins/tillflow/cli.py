@@ -238,8 +238,7 @@ def _connection(conn_id: str):
         conn = Connection.get_connection_from_secrets(conn_id)
     except AirflowNotFoundException:
         raise ConfigError(f"connection: {conn_id!r} is not defined; add it with `airflow connections add`") from None
-    return ConnectionInfo(conn_id=conn_id, host=conn.host or "", login=conn.login or "", password=conn.password or "",
-                          schema=conn.schema or "", port=conn.port, extra=conn.extra_dejson or {})
+    return ConnectionInfo.from_airflow(conn_id, conn)
 
 
 def cmd_test_connection(args: argparse.Namespace) -> int:

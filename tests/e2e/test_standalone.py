@@ -59,7 +59,7 @@ def standalone(tmp_path, pg_url, mail_server):
                               timeout=120)
 
     try:
-        yield start, airflow, log_path
+        yield start, airflow, log_path, home
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -81,7 +81,7 @@ def _wait(predicate, timeout: float, what: str, log: Path):
 
 
 def test_backfill_under_the_real_scheduler(store, sandbox, mail, standalone):
-    start, airflow, log = standalone
+    start, airflow, log, home = standalone
     add_account(store, sandbox, "cafe_nord", company="1001", client="nord", run_time="05:00")
     add_account(store, sandbox, "wrong_pw", company="2002", client="wrong", password="hunter2-secret",
                 run_time="05:00")
@@ -111,8 +111,9 @@ def test_backfill_under_the_real_scheduler(store, sandbox, mail, standalone):
     subjects = [m["subject"] for m in mail.messages]
     assert any("account.fetch failed" in s and "wrong_pw" in s and "2026-11-14..2026-11-16" in s for s in subjects)
     assert all("hunter2" not in m.as_string() for m in mail.messages)
-    log_text = log.read_text()
-    assert "hunter2" not in log_text
+    task_logs = [p.read_text(errors="replace") for p in (home / "logs").rglob("*") if p.is_file()]
+    assert any("credentials refused" in text for text in task_logs), "the fetch task's log tells why"
+    assert all("hunter2" not in text for text in [log.read_text(), *task_logs])
     calls = [r for r in requests.get(f"{sandbox.ajour_url}/_sandbox/requests", timeout=5).json() if r["status"] == 401]
     assert len(calls) == 1, "refused credentials are not retried"
     assert json.dumps(rows["wrong_pw"]["error"]).count("hunter2") == 0

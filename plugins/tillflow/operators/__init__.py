@@ -30,16 +30,8 @@ def connection_info(conn_id: str) -> ConnectionInfo:
     try:
         conn = BaseHook.get_connection(conn_id)
     except Exception as exc:
-        raise ConfigError(f"connection {conn_id!r} is not defined: add it with `airflow connections add`") from exc
-    return ConnectionInfo(
-        conn_id=conn_id,
-        host=conn.host or "",
-        login=conn.login or "",
-        password=conn.password or "",
-        schema=conn.schema or "",
-        port=conn.port,
-        extra=conn.extra_dejson or {},
-    )
+        raise ConfigError(f"connection: {conn_id!r} is not defined; add it with `airflow connections add`") from exc
+    return ConnectionInfo.from_airflow(conn_id, conn)
 
 
 class _StepOperator(BaseOperator):

@@ -26,6 +26,12 @@ class ConnectionInfo:
     port: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @classmethod
+    def from_airflow(cls, conn_id: str, conn: Any) -> ConnectionInfo:
+        """From an Airflow Connection (duck-typed: no Airflow import here)."""
+        return cls(conn_id=conn_id, host=conn.host or "", login=conn.login or "", password=conn.password or "",
+                   schema=conn.schema or "", port=conn.port, extra=conn.extra_dejson or {})
+
     def secrets(self) -> list[str]:
         """Values that must never appear in logs, XCom or errors."""
         found = [self.password] if self.password else []
