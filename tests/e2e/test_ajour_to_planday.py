@@ -307,3 +307,39 @@ def test_airflow_dags_test_cli_alerts_by_mail_without_secrets(store, sandbox, ma
     assert len(runs) == 1
     act = {r["account_key"]: r["status"] for r in store.activity()}
     assert act == {"cafe_nord": "success", "wrong_pw": "failed"}
+
+
+def test_nothing_due_is_a_quiet_success(store, sandbox, build):
+    add_account(store, sandbox, "paused", company="1001", client="paused", active=False)
+    dr = run(build())
+    assert dr.state == "success", ti_states(dr)
+    assert store.activity() == []
+    assert requests.get(f"{sandbox.ajour_url}/_sandbox/requests", timeout=5).json() == []
+
+
+def test_replay_after_a_mapping_change_needs_no_pos_call(store, sandbox, build, capsys):
+    from tillflow.cli import main
+
+    a = add_account(store, sandbox, "cafe_nord", company="1001", client="nord")
+    conf = {"date_from": "2026-11-17", "date_to": "2026-11-18"}
+    assert run(build(), conf).state == "success"
+    ajour_calls = len(requests.get(f"{sandbox.ajour_url}/_sandbox/requests", timeout=5).json())
+
+    # the customer decides the terrace belongs to the bar unit: re-map the landed payloads, no POS call
+    store.set_mapping(a.id, "location", "L3", "1002")
+    assert main(["replay", "cafe_nord", "--from", "2026-11-17", "--to", "2026-11-18"]) == 0
+    assert "upserted 4" in capsys.readouterr().out  # 1001 and 1002 change on both days
+    assert len(requests.get(f"{sandbox.ajour_url}/_sandbox/requests", timeout=5).json()) == ajour_calls
+    remapped = {**MAPPING, "L3": "1002"}
+    want = expected(sandbox, "1001", "2026-11-17", "2026-11-18", mapping=remapped)
+    got = {(r["target_key"], r["business_date"].isoformat()): r["amount"] for r in store.revenue(a.id)}
+    assert got == want
+
+    # the next run delivers only what changed
+    dr = run(build(), conf)
+    assert dr.state == "success"
+    (act,) = store.activity(run_id=dr.run_id)
+    assert act["upserted"] == 0 and act["unchanged"] == 6  # the replay already put the figures in place
+    assert act["delivered"] == 4  # ...and only the four changed values go to Planday
+    assert {k: v[0] for k, v in planday(sandbox, "nord").items()} == want
+    assert planday(sandbox, "nord")[("1002", "2026-11-17")][1] == 2  # written once per mapping
