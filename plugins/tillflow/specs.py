@@ -197,7 +197,22 @@ class AccountSettings(_Strict):
                 f"run_time: {spec.dag_id} runs at {spec.earliest_run_time:%H:%M} at the earliest, "
                 f"got {self.run_time:%H:%M}"
             )
+        if spec.per_account_run_time:
+            self._check_on_a_tick(spec)
         return self
+
+    def _check_on_a_tick(self, spec: IntegrationSpec) -> None:
+        """The account's hour, in its own timezone, must fall on one of the DAG's ticks (winter and summer)."""
+        from croniter import croniter
+
+        for day in (date(2026, 1, 15), date(2026, 7, 15)):
+            local = datetime.combine(day, self.run_time, tzinfo=ZoneInfo(self.timezone))
+            at_dag = local.astimezone(ZoneInfo(spec.timezone))
+            if not croniter.match(spec.schedule, at_dag.replace(tzinfo=None)):
+                raise ConfigError(
+                    f"run_time: {self.run_time:%H:%M} {self.timezone} is {at_dag:%H:%M} {spec.timezone} "
+                    f"on {day}, when {spec.dag_id} does not tick ({spec.schedule})"
+                )
 
     def to_json(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude_none=True)

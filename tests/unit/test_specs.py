@@ -216,3 +216,15 @@ def test_to_json_leaves_out_unset_optional_fields():
     data = AccountSettings().to_json()
     assert "start_date" not in data and "activated_at" not in data and "owner_email" not in data
     assert parse_settings(data) == AccountSettings()
+
+
+def test_run_time_must_fall_on_a_tick_of_the_dag_in_its_own_timezone():
+    from tillflow.errors import ConfigError
+    from tillflow.specs import load_spec, parse_settings
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "dags" / "ajour_to_planday.yaml")
+    # London 05:00 is 06:00 in Copenhagen: a tick
+    assert parse_settings({"timezone": "Europe/London", "run_time": "05:00"}, spec=spec).run_time.hour == 5
+    # Helsinki 05:00 is 04:00 in Copenhagen: the DAG does not tick then
+    with pytest.raises(ConfigError, match=r"run_time: 05:00 Europe/Helsinki is 04:00 Europe/Copenhagen"):
+        parse_settings({"timezone": "Europe/Helsinki", "run_time": "05:00"}, spec=spec)
