@@ -90,6 +90,9 @@ def seed(store: Store, urls: dict[str, str]) -> None:
 
     spec = spec_for(DAG_ID)
     for key, acc in demo_accounts().items():
+        # start each demo from scratch: the sandbox keeps Planday's state in memory only, so a store that
+        # remembers deliveries to a sandbox that has since restarted would send nothing
+        store.delete_account(DAG_ID, key)
         settings, mapping = acc["settings"], acc["mapping"]
         account = store.upsert_account(
             DAG_ID,
@@ -138,6 +141,7 @@ def summary(store: Store, urls: dict[str, str]) -> tuple[str, bool]:
             days = [r["business_date"].isoformat() for r in rows]
             in_planday = [planday.get((unit, d)) for d in days]
             skipped = [d for d in days if delivered.get((unit, d), {}).get("status") == "skipped"]
+            reasons = sorted({delivered[(unit, d)]["detail"] for d in skipped})
             mismatch = [
                 d for d, r, p in zip(days, rows, in_planday, strict=True) if d not in skipped and p != r["amount"]
             ]
@@ -145,7 +149,7 @@ def summary(store: Store, urls: dict[str, str]) -> tuple[str, bool]:
             total = sum((p for p in in_planday if p is not None), Decimal("0"))
             lines.append(
                 f"  unit {unit}: {len(days)} day(s) {days[0]}..{days[-1]}, Planday total {total:,.2f}"
-                + (f", {len(skipped)} skipped (no opening day: {', '.join(skipped)})" if skipped else "")
+                + (f", {len(skipped)} skipped on {', '.join(skipped)} ({'; '.join(reasons)})" if skipped else "")
                 + (f", MISMATCH on {', '.join(mismatch)}" if mismatch else "")
             )
     return "\n".join(lines), ok

@@ -503,3 +503,17 @@ def test_deleting_an_account_deletes_its_revenue(store):
     left = store.conn.execute("SELECT account_id FROM tillflow.revenue").fetchall()
     store.conn.commit()
     assert [r["account_id"] for r in left] == [keep.id]
+
+
+def test_delete_account_removes_everything_it_had(store):
+    acc = store.upsert_account("ajour_to_planday", "bye", name="Bye", conn_id="c", settings=AccountSettings())
+    store.set_mapping(acc.id, "location", "L1", "1001")
+    row = TargetRow(target_key="1001", business_date=date(2026, 11, 1), amount=Decimal("5.00"))
+    store.upsert_revenue(acc.id, [row], mode="overwrite")
+    store.record_delivery(acc.id, row, "delivered")
+    assert store.delete_account("ajour_to_planday", "bye") is True
+    assert store.delete_account("ajour_to_planday", "bye") is False
+    for table in ("mappings", "revenue", "delivery_state"):
+        (n,) = store.conn.execute(f"SELECT count(*) FROM tillflow.{table}").fetchone().values()
+        assert n == 0, table
+    store.conn.commit()

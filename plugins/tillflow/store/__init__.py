@@ -163,6 +163,14 @@ class Store:
         self.conn.commit()
         return [_row_to_account(r) for r in rows]
 
+    def delete_account(self, integration: str, key: str) -> bool:
+        """Delete an account and everything tillflow holds for it (revenue, landing, log, mappings)."""
+        with self.conn.transaction():
+            cur = self.conn.execute(
+                "DELETE FROM tillflow.accounts WHERE integration = %s AND account_key = %s", (integration, key)
+            )
+        return cur.rowcount > 0
+
     def update_settings(self, account_id: int, settings: AccountSettings) -> None:
         with self.conn.transaction():
             self.conn.execute(

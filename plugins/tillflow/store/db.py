@@ -58,7 +58,8 @@ def stop_embedded() -> bool:
         return False
     import pgserver
 
-    pgserver.pg_ctl(["-D", str(pgdata), "-m", "fast", "-w", "stop"])
+    user = "pgserver" if hasattr(os, "geteuid") and os.geteuid() == 0 else None  # pgserver's own user under root
+    pgserver.pg_ctl(["-m", "fast", "-w", "stop"], pgdata=pgdata, user=user)
     return True
 
 
