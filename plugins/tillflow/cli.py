@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -16,7 +15,7 @@ from typing import Any
 
 from tillflow.errors import AuthError, ConfigError, TillflowError
 from tillflow.masking import one_line
-from tillflow.specs import WEEKDAYS, IntegrationSpec, load_spec, parse_settings
+from tillflow.specs import WEEKDAYS, IntegrationSpec, check_account_key, load_spec, parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
@@ -71,15 +70,9 @@ def _settings_from_args(args: argparse.Namespace, base: dict[str, Any]) -> dict[
     return data
 
 
-ACCOUNT_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-
 def cmd_accounts_add(args: argparse.Namespace, *, update: bool) -> int:
     spec = spec_for(args.integration)
-    if not ACCOUNT_KEY.match(args.key):
-        raise ConfigError(
-            f"key: {args.key!r} must be 1–63 lower-case letters, digits, - or _ (starting with a letter or digit)"
-        )
+    check_account_key(args.key)
     with _open_store() as store:
         existing = store.find_account(spec.dag_id, args.key)
         if update and existing is None:
@@ -253,7 +246,7 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
         items = source.test_connection()
         print(f"{spec.source}: credentials OK for {account.key}; {len(items)} {source.mapping_kind}(s)")
         targets = None
-        target_conn = account.target_conn_id or f"{spec.target}_{account.key}"
+        target_conn = account.target_conn(spec.target)
         target = target_client(spec, _connection(target_conn))
         targets = target.test_connection()
         print(f"{spec.target}: credentials OK; {len(targets)} {target.mapping_kind}(s)")

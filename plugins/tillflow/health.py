@@ -20,18 +20,8 @@ def health_rows(store: Any) -> list[dict[str, Any]]:
     rows = []
     for a in store.list_accounts():
         run = last.get(a.id)
-        pending = store.conn.execute(
-            """
-            SELECT count(*) AS n FROM tillflow.revenue r
-              LEFT JOIN tillflow.delivery_state d USING (account_id, target_key, business_date, hour)
-             WHERE r.account_id = %s AND (d.account_id IS NULL OR d.amount <> r.amount OR d.status = 'failed')
-            """,
-            (a.id,),
-        ).fetchone()["n"]
-        rejects = store.conn.execute(
-            "SELECT count(*) AS n FROM tillflow.rejects WHERE account_id = %s", (a.id,)
-        ).fetchone()["n"]
-        store.conn.commit()
+        pending = len(store.pending_deliveries(a.id))  # the deliver step's own notion of "pending"
+        rejects = len(store.rejects(a.id))
         healthy = a.status == "ok" and (run is None or run["status"] in ("success", "running")) and not pending
         rows.append({
             "integration": a.integration, "account": a.key, "name": a.name, "active": a.settings.active,

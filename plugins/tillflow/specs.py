@@ -6,6 +6,7 @@ Both forbid unknown fields; a bad value fails with a message that names the fiel
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,18 @@ WriteMode = Literal["overwrite", "insert_only", "keep_manual"]
 TAG_PREFIXES = ("source:", "target:", "flow:", "tillflow")
 KNOWN_SOURCES = ("ajour", "kassatellen", "mpluskassa", "kashclick", "ccv_salespos", "eaccounting")
 KNOWN_TARGETS = ("planday", "eitje", "shiftbase", "pennylane", "eaccounting", "ccv_salespos")
+
+
+#: the same rule as the CHECK on tillflow.accounts.account_key
+ACCOUNT_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def check_account_key(key: str) -> str:
+    if not ACCOUNT_KEY.match(key):
+        raise ConfigError(
+            f"key: {key!r} must be 1–63 lower-case letters, digits, - or _ (starting with a letter or digit)"
+        )
+    return key
 
 
 def format_validation_error(exc: ValidationError, *, where: str) -> str:

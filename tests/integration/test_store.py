@@ -517,3 +517,9 @@ def test_delete_account_removes_everything_it_had(store):
         (n,) = store.conn.execute(f"SELECT count(*) FROM tillflow.{table}").fetchone().values()
         assert n == 0, table
     store.conn.commit()
+
+
+def test_a_bad_account_key_is_refused_before_the_database(store):
+    with pytest.raises(ConfigError, match=r"key: 'Bar Nord!' must be"):
+        store.upsert_account("ajour_to_planday", "Bar Nord!", name="x", conn_id="c", settings=AccountSettings())
+    assert store.list_accounts() == []

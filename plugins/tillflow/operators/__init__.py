@@ -104,8 +104,7 @@ class DeliverOperator(_StepOperator):
 
     def step(self, store, item, *, run_id, dag_id):
         account = store.account_by_id(item.account_id)
-        conn_id = account.target_conn_id or f"{self.spec.target}_{account.key}"
-        return sync.deliver(store, self.spec, item, self.conn(conn_id), run_id=run_id)
+        return sync.deliver(store, self.spec, item, self.conn(account.target_conn(self.spec.target)), run_id=run_id)
 
 
 class PlanOperator(BaseOperator):

@@ -26,7 +26,7 @@ from tillflow.errors import ConfigError
 from tillflow.mapping import MappingRule
 from tillflow.records import RawPage, Reject, TargetRow
 from tillflow.sources.base import Window
-from tillflow.specs import AccountSettings, WriteMode, parse_settings
+from tillflow.specs import AccountSettings, WriteMode, check_account_key, parse_settings
 from tillflow.store.db import connect, database_url
 from tillflow.store.migrate import migrate
 
@@ -48,6 +48,10 @@ class Account:
     settings: AccountSettings
     status: str = "ok"
     status_detail: str = ""
+
+    def target_conn(self, target: str) -> str:
+        """The Airflow connection of the target side: its own, or ``<target>_<account key>``."""
+        return self.target_conn_id or f"{target}_{self.key}"
 
     def ref(self) -> dict[str, Any]:
         """What travels in XCom: keys only, never settings or credentials."""
@@ -117,6 +121,7 @@ class Store:
         settings: AccountSettings,
         target_conn_id: str | None = None,
     ) -> Account:
+        check_account_key(key)
         with self.conn.transaction():
             row = self.conn.execute(
                 """
