@@ -28,9 +28,10 @@ change nothing that is already right. Write mode per account: `overwrite`, `inse
 
 from pathlib import Path
 
-from tillflow.factory import build_dag
+from tillflow.factory import build_dags
 
-dag = build_dag(Path(__file__).with_suffix(".yaml"), doc_md=__doc__)
+dags = build_dags(Path(__file__).with_suffix(".yaml"), doc_md=__doc__)
+globals().update(dags)  # the airflow DAG processor finds each DAG as a module global
 
 if __name__ == "__main__":
-    dag.test()
+    dags["ajour_to_planday"].test()

@@ -74,22 +74,22 @@ def cmd_accounts_add(args: argparse.Namespace, *, update: bool) -> int:
     spec = spec_for(args.integration)
     check_account_key(args.key)
     with _open_store() as store:
-        existing = store.find_account(spec.dag_id, args.key)
+        existing = store.find_account(spec.integration, args.key)
         if update and existing is None:
-            store.get_account(spec.dag_id, args.key)  # raises the "unknown account" error
+            store.get_account(spec.integration, args.key)  # raises the "unknown account" error
         if not update and existing is not None:
-            raise ConfigError(f"account: {args.key!r} already exists for {spec.dag_id}; use `accounts update`")
+            raise ConfigError(f"account: {args.key!r} already exists for {spec.integration}; use `accounts update`")
         base = (
             existing.settings.to_json()
             if existing
             else {
-                "lookback_days": spec.lookback_days.default,
-                "business_day_cutoff": f"{spec.business_day_cutoff:%H:%M}",
+                "lookback_days": spec.flows[0].lookback_days.default,
+                "business_day_cutoff": f"{spec.flows[0].business_day_cutoff:%H:%M}",
             }
         )
         settings = parse_settings(_settings_from_args(args, base), spec=spec, where="")
         account = store.upsert_account(
-            spec.dag_id,
+            spec.integration,
             args.key,
             name=args.name or (existing.name if existing else args.key),
             conn_id=args.conn_id or (existing.conn_id if existing else f"{spec.source}_{args.key}"),
@@ -98,7 +98,7 @@ def cmd_accounts_add(args: argparse.Namespace, *, update: bool) -> int:
             settings=settings,
         )
     print(
-        f"{'updated' if update else 'added'} {account.key} ({account.name}) for {spec.dag_id}: "
+        f"{'updated' if update else 'added'} {account.key} ({account.name}) for {spec.integration}: "
         f"{json.dumps(account.settings.to_json(), sort_keys=True)}"
     )
     return 0
@@ -107,7 +107,7 @@ def cmd_accounts_add(args: argparse.Namespace, *, update: bool) -> int:
 def cmd_accounts_active(args: argparse.Namespace, *, active: bool) -> int:
     spec = spec_for(args.integration)
     with _open_store() as store:
-        account = store.get_account(spec.dag_id, args.key)
+        account = store.get_account(spec.integration, args.key)
         settings = account.settings.model_copy(update={"active": active})
         store.update_settings(account.id, settings)
     print(f"{'resumed' if active else 'paused'} {account.key}")
@@ -168,7 +168,7 @@ def cmd_accounts_list(args: argparse.Namespace) -> int:
 def cmd_accounts_show(args: argparse.Namespace) -> int:
     spec = spec_for(args.integration)
     with _open_store() as store:
-        a = store.get_account(spec.dag_id, args.key)
+        a = store.get_account(spec.integration, args.key)
         from tillflow.sources import get_source
 
         kind = get_source(spec.source).mapping_kind
@@ -201,7 +201,7 @@ def cmd_mappings_set(args: argparse.Namespace) -> int:
     if args.inactive == bool(args.target_key):
         raise ConfigError("target_key: give a target key, or --inactive to ignore this source key on purpose")
     with _open_store() as store:
-        account = store.get_account(spec.dag_id, args.key)
+        account = store.get_account(spec.integration, args.key)
         store.set_mapping(account.id, kind, args.source_key, None if args.inactive else args.target_key)
     print(f"{account.key}: {kind} {args.source_key} → {'inactive' if args.inactive else args.target_key}")
     return 0
@@ -213,7 +213,7 @@ def cmd_mappings_remove(args: argparse.Namespace) -> int:
 
     kind = args.kind or get_source(spec.source).mapping_kind
     with _open_store() as store:
-        account = store.get_account(spec.dag_id, args.key)
+        account = store.get_account(spec.integration, args.key)
         if not store.remove_mapping(account.id, kind, args.source_key):
             raise ConfigError(f"source_key: {args.source_key!r} has no {kind} mapping for {account.key}")
     print(f"{account.key}: {kind} {args.source_key} unmapped")
@@ -241,7 +241,7 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
     from tillflow.sync import source_client, target_client
 
     with _open_store() as store:
-        account = store.get_account(spec.dag_id, args.key)
+        account = store.get_account(spec.integration, args.key)
         source = source_client(spec, _connection(account.conn_id))
         items = source.test_connection()
         print(f"{spec.source}: credentials OK for {account.key}; {len(items)} {source.mapping_kind}(s)")
@@ -305,7 +305,7 @@ def cmd_revenue_set(args: argparse.Namespace) -> int:
     amount = _parse_amount(args.amount, "amount")
     day = _parse_date(args.date, "date")
     with _open_store() as store:
-        account = store.get_account(spec.dag_id, args.key)
+        account = store.get_account(spec.integration, args.key)
         store.set_revenue_by_hand(account.id, args.target_key, day, amount, origin="manual")
     print(f"{account.key}: {args.target_key} {day} = {amount} (manual; keep_manual protects it)")
     return 0
@@ -330,7 +330,7 @@ def import_revenue_excel(store, spec: IntegrationSpec, path: Path) -> tuple[int,
     if missing:
         raise ConfigError(f"file: missing column(s) {', '.join(missing)} (need account, unit, date, amount)")
     imported, problems = 0, []
-    accounts = {a.key: a for a in store.list_accounts(spec.dag_id)}
+    accounts = {a.key: a for a in store.list_accounts(spec.integration)}
     for i, rec in enumerate(frame.to_dict("records"), start=2):  # row 1 is the header
         raw = {k: (None if pd.isna(v) else str(v)) for k, v in rec.items()}
         try:
@@ -377,10 +377,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     window = manual_window(_parse_date(args.date_from, "--from"), _parse_date(args.date_to or args.date_from, "--to"))
     with _open_store() as store:
-        account = store.get_account(spec.dag_id, args.key)
+        account = store.get_account(spec.integration, args.key)
         mode = "overwrite" if args.overwrite else account.settings.write_mode
-        item = WorkItem(account.id, account.key, account.name, "revenue", window.start, window.end, mode)
-        pages = store.landed_for_window(account.id, "revenue", window)
+        flow = spec.flows[0].name
+        item = WorkItem(account.id, account.key, account.name, flow, window.start, window.end, mode)
+        pages = store.landed_for_window(account.id, flow, window)
         if not pages:
             raise ConfigError(f"--from/--to: nothing landed for {account.key} in {window}; run the DAG for it")
         lines, rejected = parse_landed(store, spec, item, [i for i, _ in pages], run_id=None)

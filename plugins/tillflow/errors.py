@@ -24,6 +24,27 @@ class RemoteError(TillflowError):
         super().__init__(message)
         self.status = status
 
+    @property
+    def permanent(self) -> bool:
+        """A client error the same request would get again (4xx other than 408, 409, 429): never retried."""
+        return self.status is not None and 400 <= self.status < 500 and self.status not in (408, 409, 429)
+
+
+class DeliveryRefused(TillflowError):
+    """The target refused some rows (recorded failed with its message); the others were delivered.
+    Permanent: a retry would send the same refused rows again."""
+
+    def __init__(self, message: str, *, refused: list[str]):
+        super().__init__(message)
+        self.refused = list(refused)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether a retry cannot help: refused credentials, bad settings, a refused request or row."""
+    if isinstance(exc, AuthError | ConfigError | DeliveryRefused | NeedsMapping):
+        return True
+    return isinstance(exc, RemoteError) and exc.permanent
+
 
 class NeedsMapping(TillflowError):
     """Source keys with data have no mapping and are not marked inactive."""

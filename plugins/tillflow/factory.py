@@ -1,10 +1,12 @@
-"""Spec → DAG: the same skeleton for every integration.
+"""Spec → DAGs: the same skeleton for every integration and flow kind, one DAG per flow schedule.
 
-``plan`` decides which accounts run (and for which window); a task group mapped over its output runs
-``fetch → map → upsert → deliver`` once per account, so a failure points at one customer and retries
-only its work, and one account's failure never stops the others; ``report`` summarises the run from
-the activity log and fails the run if any account failed, so alerting fires. Every task e-mails the
-integration's owners when it fails. No I/O at parse time.
+``plan`` decides which accounts run (and for which window) and spreads them over shards; ``run``,
+mapped over the shards, runs each shard's accounts concurrently (``fetch → map → upsert → deliver``
+per account, in threads), so thousands of accounts need a handful of task instances; a manual run
+that names accounts maps one instance per account, labelled with its name. ``report`` summarises the
+run from the activity log and fails the run if any account failed, so alerting fires — one e-mail per
+run naming every failed account (``plan`` and ``report`` e-mail the owners; ``run`` leaves it to
+``report``). No I/O at parse time.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG, Param, task_group
+from airflow.sdk import DAG, Param
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from tillflow.notify import FailureEmail
-from tillflow.operators import DeliverOperator, FetchOperator, MapOperator, PlanOperator, ReportOperator, UpsertOperator
+from tillflow.operators import LABEL_TEMPLATE, PlanOperator, ReportOperator, RunAccountsOperator
 from tillflow.specs import IntegrationSpec, load_spec
 
 PARAMS = {
@@ -45,48 +47,52 @@ PARAMS = {
 }
 
 
-def build_dag(spec_or_path: IntegrationSpec | str | Path, *, doc_md: str | None = None) -> DAG:
-    """Build the DAG of one integration from its spec (a path to the YAML, or a parsed spec)."""
+def build_dags(spec_or_path: IntegrationSpec | str | Path, *, doc_md: str | None = None) -> dict[str, DAG]:
+    """All DAGs of one integration (one per flow schedule), by DAG id, from its spec (YAML path or parsed)."""
     spec = spec_or_path if isinstance(spec_or_path, IntegrationSpec) else load_spec(spec_or_path)
+    return {dag_id: _build(spec, dag_id, flows, doc_md) for dag_id, flows in spec.dags().items()}
+
+
+def build_dag(
+    spec_or_path: IntegrationSpec | str | Path, *, dag_id: str | None = None, doc_md: str | None = None
+) -> DAG:
+    """One DAG of an integration: the only one, or the one named ``dag_id``."""
+    dags = build_dags(spec_or_path, doc_md=doc_md)
+    if dag_id is None:
+        if len(dags) != 1:
+            raise ValueError(f"the spec yields {len(dags)} DAGs ({', '.join(dags)}): name one")
+        return next(iter(dags.values()))
+    return dags[dag_id]
+
+
+def _build(spec: IntegrationSpec, dag_id: str, flows: list, doc_md: str | None) -> DAG:
     tz = pendulum.timezone(spec.timezone)
+    alert = [FailureEmail(to=list(spec.owners))]
     default_args = {
         "owner": "tillflow",
         "retries": spec.retries,
         "retry_delay": timedelta(seconds=spec.retry_delay_seconds),
         "retry_exponential_backoff": True,
         "execution_timeout": timedelta(minutes=spec.execution_timeout_minutes),
-        "on_failure_callback": [FailureEmail(to=list(spec.owners))],
+        "on_failure_callback": alert,
     }
     with DAG(
-        dag_id=spec.dag_id,
-        description=spec.description,
+        dag_id=dag_id,
+        description=f"{spec.description} ({', '.join(f'{f.name}: {f.kind}' for f in flows)})",
         doc_md=doc_md,
-        schedule=CronTriggerTimetable(spec.schedule, timezone=tz),
+        schedule=CronTriggerTimetable(flows[0].schedule, timezone=tz),
         start_date=datetime.combine(spec.start_date, datetime.min.time(), tzinfo=tz),
         catchup=False,
         max_active_runs=1,
-        tags=spec.all_tags,
+        tags=spec.tags_for(flows),
         default_args=default_args,
         params=PARAMS,
         render_template_as_native_obj=True,
     ) as dag:
-        plan = PlanOperator(task_id="plan", spec=spec)
-
-        @task_group(group_id="account")
-        def account(item):
-            fetch = FetchOperator(
-                task_id="fetch", spec=spec, item=item, max_active_tis_per_dagrun=spec.max_active_tis_per_dagrun
-            )
-            mapped = MapOperator(task_id="map", spec=spec, item=item, upstream=fetch.output)
-            upserted = UpsertOperator(task_id="upsert", spec=spec, item=item, upstream=mapped.output)
-            DeliverOperator(
-                task_id="deliver",
-                spec=spec,
-                item=item,
-                upstream=upserted.output,
-                max_active_tis_per_dagrun=spec.max_active_tis_per_dagrun,
-            )
-
-        accounts = account.expand(item=plan.output)
-        accounts >> ReportOperator(task_id="report", spec=spec)
+        plan = PlanOperator(task_id="plan", spec=spec, flows=[f.name for f in flows])
+        # one e-mail per run: a shard's failure is reported by ``report``, naming every failed account
+        run = RunAccountsOperator.partial(
+            task_id="run", spec=spec, on_failure_callback=[], map_index_template=LABEL_TEMPLATE
+        ).expand(shard=plan.output)
+        run >> ReportOperator(task_id="report", spec=spec)
     return dag

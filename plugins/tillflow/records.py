@@ -82,3 +82,5 @@ class TargetRow(Record):
 class DeliveryResult(Record):
     status: Literal["delivered", "skipped"]
     detail: str = ""
+    #: the target's own id of the written row (a team day, a timesheet…), remembered per canonical row
+    target_id: str | None = None

@@ -83,38 +83,106 @@ class Bounds(_Strict):
         return self
 
 
-class IntegrationSpec(_Strict):
-    """What varies between integrations; the behaviour lives in Python (factory, operators, clients)."""
+CRON_FIELDS = 5
+DAG_ID = r"^[a-z0-9]+(_[a-z0-9]+)*_to_[a-z0-9]+(_[a-z0-9]+)*$"
 
-    dag_id: str = Field(pattern=r"^[a-z0-9]+_to_[a-z0-9_]+$")
-    description: str
-    source: str
-    target: str
-    flows: list[Literal["revenue"]] = Field(min_length=1)
+
+def _check_cron(value: str) -> str:
+    from croniter import croniter
+
+    if len(str(value).split()) != CRON_FIELDS or not croniter.is_valid(str(value)):
+        raise ValueError(f"not a 5-field cron expression: {value!r}")
+    return value
+
+
+class ExecutionSpec(_Strict):
+    """How a scheduled run spreads its due accounts: shards (mapped task instances) × threads."""
+
+    #: at most this many mapped task instances per run (far below ``[core] max_map_length``, 1024)
+    max_shards: int = Field(default=8, ge=1, le=256)
+    #: fewer accounts than this per shard is not worth another task instance
+    min_accounts_per_shard: int = Field(default=25, ge=1)
+    #: accounts run concurrently inside one shard (one database connection per thread)
+    threads: int = Field(default=8, ge=1, le=64)
+
+
+class FlowSpec(_Strict):
+    """One flow: a kind of data moved from ``source`` to ``target`` on ``schedule``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")
+    kind: str
+    source: str | None = None  # the integration's source by default
+    target: str | None = None  # the integration's target by default
     schedule: str
-    timezone: str = "UTC"
-    start_date: date = date(2026, 1, 1)
-    #: the account's own run time: hourly ticks, each account runs at its chosen hour
-    per_account_run_time: bool = False
-    earliest_run_time: time = time(5, 0)
+    #: the DAG this flow runs in; by default flows that share a schedule share a DAG
+    dag_id: str | None = Field(default=None, pattern=DAG_ID)
+    #: how the window is chosen; the kind's default when empty
+    window: Literal["closed_days", "open_day", "snapshot"] | None = None
+    #: every_tick: every active account on every tick; account_run_time: at the account's own time and weekdays
+    due: Literal["every_tick", "account_run_time"] = "every_tick"
+    earliest_run_time: time = time(0, 0)
     lookback_days: Bounds = Bounds(default=1, max=31)
     business_day_cutoff: time = time(5, 0)
-    owners: list[EmailStr] = Field(min_length=1)
-    tags: list[str] = Field(default_factory=list)
-    retries: int = Field(default=2, ge=0, le=10)
-    retry_delay_seconds: int = Field(default=60, ge=1)
-    max_active_tis_per_dagrun: int = Field(default=4, ge=1)
-    execution_timeout_minutes: int = Field(default=30, ge=1)
+    #: a run time missed (scheduler down, an overrunning run) is caught up at a later tick up to this long after
+    catch_up_hours: int = Field(default=72, ge=1, le=24 * 31)
 
-    @field_validator("timezone")
+    @field_validator("schedule")
     @classmethod
-    def _tz(cls, v: str) -> str:
-        return _check_tz(v)
+    def _cron(cls, v: str) -> str:
+        return _check_cron(v)
 
     @field_validator("earliest_run_time", "business_day_cutoff", mode="before")
     @classmethod
     def _hhmm(cls, v: Any) -> time:
         return _parse_hhmm(v)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        from tillflow.flows import kind_names
+
+        if v not in kind_names():
+            raise ValueError(f"unknown flow kind {v!r}; known: {', '.join(kind_names())}")
+        return v
+
+    @model_validator(mode="after")
+    def _window_fits_kind(self) -> FlowSpec:
+        from tillflow.flows import get_kind
+
+        allowed = get_kind(self.kind).windows
+        if self.window is not None and self.window not in allowed:
+            raise ValueError(f"window {self.window!r} does not fit kind {self.kind!r}; allowed: {', '.join(allowed)}")
+        return self
+
+    @property
+    def window_strategy(self) -> str:
+        from tillflow.flows import get_kind
+
+        return self.window or get_kind(self.kind).windows[0]
+
+
+class IntegrationSpec(_Strict):
+    """What varies between integrations; the behaviour lives in Python (factory, operators, flow kinds, clients)."""
+
+    #: the integration's id: accounts belong to it; also the DAG id when the spec yields one DAG
+    integration: str = Field(pattern=DAG_ID)
+    description: str
+    source: str
+    target: str
+    flows: list[FlowSpec] = Field(min_length=1)
+    timezone: str = "UTC"
+    start_date: date = date(2026, 1, 1)
+    owners: list[EmailStr] = Field(min_length=1)
+    tags: list[str] = Field(default_factory=list)
+    retries: int = Field(default=2, ge=0, le=10)
+    retry_delay_seconds: int = Field(default=60, ge=1)
+    execution_timeout_minutes: int = Field(default=30, ge=1)
+    execution: ExecutionSpec = ExecutionSpec()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return _check_tz(v)
 
     @field_validator("source")
     @classmethod
@@ -138,10 +206,65 @@ class IntegrationSpec(_Strict):
                 raise ValueError(f"tag {tag!r} is not from the fixed set ({', '.join(TAG_PREFIXES)}…)")
         return v
 
+    @model_validator(mode="after")
+    def _flows(self) -> IntegrationSpec:
+        names = [f.name for f in self.flows]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"flows: duplicate flow name(s) {', '.join(dupes)}")
+        for i, f in enumerate(self.flows):
+            for side, known in (("source", KNOWN_SOURCES), ("target", KNOWN_TARGETS)):
+                value = getattr(f, side)
+                if value is not None and value not in known:
+                    raise ValueError(f"flows.{i}.{side}: unknown {side} {value!r}; known: {', '.join(known)}")
+        schedules: dict[str, str] = {}
+        for dag_id, flows in self.dags().items():
+            for f in flows:
+                if schedules.setdefault(dag_id, f.schedule) != f.schedule:
+                    raise ValueError(f"flows: DAG {dag_id} gets flows with different schedules; give each a dag_id")
+        return self
+
+    def source_of(self, flow: FlowSpec) -> str:
+        return flow.source or self.source
+
+    def target_of(self, flow: FlowSpec) -> str:
+        return flow.target or self.target
+
+    def flow(self, name: str) -> FlowSpec:
+        for f in self.flows:
+            if f.name == name:
+                return f
+        raise ConfigError(f"flow: {self.integration} has no flow {name!r}; known: {', '.join(self.flow_names)}")
+
+    @property
+    def flow_names(self) -> list[str]:
+        return [f.name for f in self.flows]
+
+    def dags(self) -> dict[str, list[FlowSpec]]:
+        """DAG id → its flows: one DAG per schedule (or per explicit ``dag_id``)."""
+        by_schedule: dict[str, list[FlowSpec]] = {}
+        for f in self.flows:
+            if f.dag_id is None:
+                by_schedule.setdefault(f.schedule, []).append(f)
+        out: dict[str, list[FlowSpec]] = {}
+        single = len(by_schedule) == 1 and all(f.dag_id is None for f in self.flows)
+        for flows in by_schedule.values():
+            dag_id = self.integration if single else f"{self.integration}_{flows[0].name}"
+            out.setdefault(dag_id, []).extend(flows)
+        for f in self.flows:
+            if f.dag_id is not None:
+                out.setdefault(f.dag_id, []).append(f)
+        return out
+
+    def tags_for(self, flows: list[FlowSpec]) -> list[str]:
+        base = ["tillflow"]
+        for f in flows:
+            base += [f"source:{self.source_of(f)}", f"target:{self.target_of(f)}", f"flow:{f.kind}"]
+        return sorted(set(base + self.tags))
+
     @property
     def all_tags(self) -> list[str]:
-        base = ["tillflow", f"source:{self.source}", f"target:{self.target}", *(f"flow:{f}" for f in self.flows)]
-        return sorted(set(base + self.tags))
+        return self.tags_for(self.flows)
 
 
 def load_spec(path: str | Path) -> IntegrationSpec:
@@ -175,6 +298,8 @@ class AccountSettings(_Strict):
     activated_at: datetime | None = None
     business_day_cutoff: time = time(5, 0)
     owner_email: EmailStr | None = None
+    #: per-flow settings (flow name → its kind's settings), validated by the flow kind
+    flows: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -186,49 +311,55 @@ class AccountSettings(_Strict):
     def _hhmm(cls, v: Any) -> time:
         return _parse_hhmm(v)
 
-    @field_validator("run_time")
-    @classmethod
-    def _on_the_hour(cls, v: time) -> time:
-        if v.minute or v.second:
-            raise ValueError(f"run_time must be on the hour (the DAG ticks hourly), got {v:%H:%M}")
-        return v
-
     @field_validator("weekdays")
     @classmethod
     def _unique_days(cls, v: list[str]) -> list[str]:
         return sorted(set(v), key=WEEKDAYS.index)
 
     def check_against(self, spec: IntegrationSpec) -> AccountSettings:
-        """Apply the integration's own limits (lookback bounds, earliest run time)."""
-        lb = spec.lookback_days
-        if not lb.min <= self.lookback_days <= lb.max:
+        """Apply the integration's own limits per flow (lookback bounds, earliest run time, a run time
+        on a tick) and each flow kind's own settings (a setting a flow needs is refused when missing)."""
+        unknown = sorted(set(self.flows) - set(spec.flow_names))
+        if unknown:
             raise ConfigError(
-                f"lookback_days: must be between {lb.min} and {lb.max} for {spec.dag_id}, got {self.lookback_days}"
+                f"flows: {spec.integration} has no flow {', '.join(unknown)}; known: {', '.join(spec.flow_names)}"
             )
-        if spec.per_account_run_time and self.run_time < spec.earliest_run_time:
-            raise ConfigError(
-                f"run_time: {spec.dag_id} runs at {spec.earliest_run_time:%H:%M} at the earliest, "
-                f"got {self.run_time:%H:%M}"
-            )
-        if spec.per_account_run_time:
-            self._check_on_a_tick(spec)
+        for flow in spec.flows:
+            lb = flow.lookback_days
+            if not lb.min <= self.lookback_days <= lb.max:
+                raise ConfigError(
+                    f"lookback_days: must be between {lb.min} and {lb.max} for {spec.integration} "
+                    f"flow {flow.name}, got {self.lookback_days}"
+                )
+            if flow.due == "account_run_time":
+                if self.run_time < flow.earliest_run_time:
+                    raise ConfigError(
+                        f"run_time: {spec.integration} runs at {flow.earliest_run_time:%H:%M} at the earliest, "
+                        f"got {self.run_time:%H:%M}"
+                    )
+                self._check_on_a_tick(spec, flow)
+            from tillflow.flows import get_kind
+
+            get_kind(flow.kind).check_settings(self.flows.get(flow.name, {}), flow_name=flow.name)
         return self
 
-    def _check_on_a_tick(self, spec: IntegrationSpec) -> None:
-        """The account's hour, in its own timezone, must fall on one of the DAG's ticks (winter and summer)."""
+    def _check_on_a_tick(self, spec: IntegrationSpec, flow: FlowSpec) -> None:
+        """The account's run time, in its own timezone, must fall on one of the DAG's ticks (winter and summer)."""
         from croniter import croniter
 
         for day in (date(2026, 1, 15), date(2026, 7, 15)):
             local = datetime.combine(day, self.run_time, tzinfo=ZoneInfo(self.timezone))
             at_dag = local.astimezone(ZoneInfo(spec.timezone))
-            if not croniter.match(spec.schedule, at_dag.replace(tzinfo=None)):
+            if not croniter.match(flow.schedule, at_dag.replace(tzinfo=None)):
                 raise ConfigError(
                     f"run_time: {self.run_time:%H:%M} {self.timezone} is {at_dag:%H:%M} {spec.timezone} "
-                    f"on {day}, when {spec.dag_id} does not tick ({spec.schedule})"
+                    f"on {day}, when {spec.integration} does not tick ({flow.schedule})"
                 )
 
     def to_json(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude_none=True)
+        if not data.get("flows"):
+            data.pop("flows", None)
         data["run_time"] = f"{self.run_time:%H:%M}"
         data["business_day_cutoff"] = f"{self.business_day_cutoff:%H:%M}"
         return data

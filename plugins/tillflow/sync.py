@@ -1,26 +1,34 @@
-"""The steps of every integration, as plain Python (no Airflow import): plan, fetch, map, upsert,
-deliver, report. Operators only wire these to Airflow (context, connections, XCom, exceptions).
+"""The steps of every integration, as plain Python (no Airflow import): plan, run a shard of accounts
+(fetch → map → upsert → deliver per account, concurrently), report. Operators only wire these to
+Airflow (context, connections, XCom, exceptions).
 
 Each step reads and writes one account's window and is idempotent: re-running it changes nothing
-that is already right. Counters land in the activity log (one row per account, run and flow).
+that is already right. The flow's kind (:mod:`tillflow.flows`) says how each step is done for its data.
+Counters land in the activity log (one row per account, run and flow), which is also the run's work
+list: a shard's retry runs only the accounts of its shard that did not finish.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from tillflow.errors import AuthError, ConfigError, NeedsMapping, TillflowError
-from tillflow.mapping import apply_mapping
-from tillflow.records import RevenueLine, TargetRow
+from tillflow.errors import AuthError, ConfigError, NeedsMapping, is_permanent
+from tillflow.flows import get_kind
+from tillflow.masking import one_line
 from tillflow.sources import get_source
 from tillflow.sources.base import ConnectionInfo, Window
-from tillflow.specs import IntegrationSpec
+from tillflow.specs import FlowSpec, IntegrationSpec
 from tillflow.store import Store
 from tillflow.targets import get_target
-from tillflow.windows import clip, is_due, lookback_window, manual_window
+from tillflow.windows import clip, due_on_tick, flow_window, manual_window
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +73,7 @@ class RunParams:
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One account's work in one run: what the mapped task instances receive (keys only, no data)."""
+    """One account's work for one flow in one run: what a shard reads from the activity log (keys only)."""
 
     account_id: int
     account_key: str
@@ -75,6 +83,8 @@ class WorkItem:
     window_end: date
     mode: str
     force_delivery: bool = False
+    due_at: datetime | None = None
+    shard: int = 0
 
     @property
     def window(self) -> Window:
@@ -94,91 +104,200 @@ class WorkItem:
             "window_end": self.window_end.isoformat(),
             "mode": self.mode,
             "force_delivery": self.force_delivery,
+            "due_at": self.due_at.isoformat() if self.due_at else None,
+            "shard": self.shard,
         }
 
     @classmethod
     def from_xcom(cls, data: dict[str, Any]) -> WorkItem:
+        due = data.get("due_at")
         return cls(
             **{
                 **data,
                 "window_start": date.fromisoformat(data["window_start"]),
                 "window_end": date.fromisoformat(data["window_end"]),
+                "due_at": datetime.fromisoformat(due) if isinstance(due, str) else due,
             }
+        )
+
+    @classmethod
+    def from_activity(cls, row: dict[str, Any]) -> WorkItem:
+        return cls(
+            account_id=row["account_id"],
+            account_key=row["account_key"],
+            name=row["name"],
+            flow=row["flow"],
+            window_start=row["window_start"],
+            window_end=row["window_end"],
+            mode=row["mode"] or "keep_manual",
+            force_delivery=bool(row["force_delivery"]),
+            due_at=row["due_at"],
+            shard=row["shard"] or 0,
         )
 
 
 @dataclass
 class Plan:
     items: list[WorkItem]
-    not_run: dict[str, str]  # account key → why not
+    not_run: dict[str, str]  # account key (and flow, when the DAG has several) → why not
 
 
-def plan(store: Store, spec: IntegrationSpec, *, logical_date: datetime, params: RunParams, manual: bool) -> Plan:
-    """Which accounts run now, for which window and write mode.
+def plan(
+    store: Store,
+    spec: IntegrationSpec,
+    *,
+    logical_date: datetime,
+    params: RunParams,
+    manual: bool,
+    flows: list[FlowSpec] | None = None,
+    backfill: bool = False,
+) -> Plan:
+    """Which accounts run now, for which flow, window and write mode.
 
-    Scheduled (and backfill) ticks run each active account at its own hour on its own weekdays, for
-    its lookback window. A manual run runs every active account (or the ones named) now, for the
-    dates asked (or each account's lookback window); paused accounts never run.
+    Scheduled ticks run every active account of an ``every_tick`` flow, and each account of an
+    ``account_run_time`` flow at its own time on its own weekdays — or at the first tick after that
+    time when it was missed (see :func:`tillflow.windows.due_on_tick`). A backfill tick runs exactly
+    the accounts due at it. A manual run runs every active account (or the ones named) now, for the
+    dates asked (or each account's window); paused accounts never run.
     """
-    accounts = store.list_accounts(spec.dag_id)
+    flows = list(flows or spec.flows)
+    accounts = store.list_accounts(spec.integration)
     by_key = {a.key: a for a in accounts}
     unknown = [k for k in params.accounts if k not in by_key]
     if unknown:
         raise ConfigError(
-            f"accounts: unknown account(s) {', '.join(unknown)} for {spec.dag_id}; "
+            f"accounts: unknown account(s) {', '.join(unknown)} for {spec.integration}; "
             f"known: {', '.join(sorted(by_key)) or 'none'}"
         )
     chosen = [by_key[k] for k in params.accounts] if params.accounts else accounts
+    states = store.flow_states(a.id for a in chosen) if chosen and not manual else {}
     items: list[WorkItem] = []
     not_run: dict[str, str] = {}
     for account in chosen:
         s = account.settings
-        if not s.active:
-            not_run[account.key] = "paused"
-            continue
-        if manual:
-            window = (
-                manual_window(params.date_from, params.date_to)
-                if params.date_from
-                else lookback_window(s, logical_date)
-            )
-            window = window and clip(window, s)
-        else:
-            due = is_due(s, logical_date)
-            if not due.due:
-                not_run[account.key] = due.reason
+        for flow in flows:
+            label = account.key if len(flows) == 1 else f"{account.key} {flow.name}"
+            if not s.active:
+                not_run[label] = "paused"
                 continue
-            window = lookback_window(s, logical_date)
-        if window is None:
-            not_run[account.key] = f"window lies before the start date {s.start_date}"
-            continue
-        mode = s.write_mode
-        if params.overwrite is True:
-            mode = "overwrite"
-        elif params.overwrite is False:
-            mode = "insert_only"
-        for flow in spec.flows:
+            state = states.get((account.id, flow.name)) or {}
+            due_at = None
+            if manual:
+                window = (
+                    manual_window(params.date_from, params.date_to)
+                    if params.date_from
+                    else flow_window(flow.window_strategy, flow, s, logical_date)
+                )
+                window = window and clip(window, s)
+            else:
+                due = due_on_tick(
+                    s,
+                    flow.due,
+                    logical_date,
+                    last_due_at=state.get("last_due_at"),
+                    known_since=account.created_at,
+                    catch_up=timedelta(hours=flow.catch_up_hours),
+                    backfill=backfill,
+                )
+                if not due.due:
+                    not_run[label] = due.reason
+                    continue
+                due_at = due.due_at
+                since = None if backfill or flow.due != "every_tick" else state.get("last_success_at")
+                window = flow_window(flow.window_strategy, flow, s, due_at, since=since)
+            if window is None:
+                not_run[label] = f"window lies before the start date {s.start_date}"
+                continue
+            mode = s.write_mode
+            if params.overwrite is True:
+                mode = "overwrite"
+            elif params.overwrite is False:
+                mode = "insert_only"
             items.append(
                 WorkItem(
                     account.id,
                     account.key,
                     account.name,
-                    flow,
+                    flow.name,
                     window.start,
                     window.end,
                     mode,
                     force_delivery=bool(manual and params.overwrite),
+                    due_at=due_at,
                 )
             )
     return Plan(items, not_run)
 
 
-def source_client(spec: IntegrationSpec, conn: ConnectionInfo):
-    return get_source(spec.source).from_connection(conn)
+# ---------------------------------------------------------------------------------------- sharding
 
 
-def target_client(spec: IntegrationSpec, conn: ConnectionInfo):
-    return get_target(spec.target).from_connection(conn)
+@dataclass
+class RunPlan:
+    shards: list[dict[str, Any]]  # what the mapped task expands over: {"shard": n, "label": …}
+    not_run: dict[str, str]
+    items: list[WorkItem]
+
+
+def assign_shards(items: list[WorkItem], spec: IntegrationSpec, *, per_account: bool) -> list[dict[str, Any]]:
+    """Spread the items over shards; an account's flows stay in one shard.
+
+    ``per_account``: one shard per account, labelled with its name (a manual run that names accounts).
+    Otherwise at most ``execution.max_shards``, with at least ``min_accounts_per_shard`` accounts each.
+    """
+    accounts = sorted({(i.account_key, i.account_id, i.name) for i in items})
+    if not accounts:
+        return []
+    ex = spec.execution
+    if per_account:
+        n = len(accounts)
+    else:
+        n = max(1, min(ex.max_shards, math.ceil(len(accounts) / ex.min_accounts_per_shard)))
+    shard_of = {acc_id: idx % n for idx, (_, acc_id, _) in enumerate(accounts)}
+    for idx, item in enumerate(items):
+        items[idx] = WorkItem(**{**item.__dict__, "shard": shard_of[item.account_id]})
+    shards = []
+    for shard in range(n):
+        members = [a for a in accounts if shard_of[a[1]] == shard]
+        if per_account:
+            key, _, name = members[0]
+            windows = sorted({str(i.window) for i in items if i.account_key == key})
+            label = f"{name} ({key}) {', '.join(windows)}"
+        else:
+            label = f"shard {shard + 1}/{n}: {len(members)} account(s) {members[0][0]}…{members[-1][0]}"
+        shards.append({"shard": shard, "label": label[:250], "accounts": len(members)})
+    return shards
+
+
+def plan_run(
+    store: Store,
+    spec: IntegrationSpec,
+    flows: list[FlowSpec],
+    *,
+    dag_id: str,
+    run_id: str,
+    logical_date: datetime,
+    params: RunParams,
+    manual: bool,
+    backfill: bool = False,
+) -> RunPlan:
+    """Plan the run and write its work list (pending activity rows with their shard)."""
+    planned = plan(store, spec, logical_date=logical_date, params=params, manual=manual, flows=flows, backfill=backfill)
+    items = list(planned.items)
+    shards = assign_shards(items, spec, per_account=manual and bool(params.accounts))
+    store.plan_activity(dag_id, run_id, (i.to_xcom() | {"due_at": i.due_at} for i in items))
+    return RunPlan(shards, planned.not_run, items)
+
+
+# ---------------------------------------------------------------------------------------- clients
+
+
+def source_client(spec: IntegrationSpec, conn: ConnectionInfo, flow: FlowSpec | None = None):
+    return get_source(spec.source_of(flow) if flow else spec.source).from_connection(conn)
+
+
+def target_client(spec: IntegrationSpec, conn: ConnectionInfo, flow: FlowSpec | None = None):
+    return get_target(spec.target_of(flow) if flow else spec.target).from_connection(conn)
 
 
 def _retries(client: Any) -> int:
@@ -187,37 +306,51 @@ def _retries(client: Any) -> int:
     return int(getattr(stats, "retries", 0))
 
 
+def conn_ids(spec: IntegrationSpec, flow: FlowSpec, account: Any) -> tuple[str, str]:
+    """The Airflow connections of an account's source and target side for one flow."""
+    return account.conn_id, account.target_conn(spec.target_of(flow))
+
+
+# ---------------------------------------------------------------------------------------- the steps
+
+
 def fetch(
     store: Store, spec: IntegrationSpec, item: WorkItem, conn: ConnectionInfo, *, dag_id: str, run_id: str
-) -> list[int]:
-    """Call the POS for the window and land every payload; returns the landing ids."""
-    store.activity_start(dag_id, run_id, item.account_id, item.flow, item.window)
-    client = source_client(spec, conn)
+) -> list[tuple[int, Any]]:
+    """Call the POS for the window and land every payload; returns (landing id, page) pairs."""
+    flow = spec.flow(item.flow)
+    client = source_client(spec, conn, flow)
     try:
-        pages = client.fetch(item.flow, item.window)
+        pages = client.fetch(get_kind(flow.kind).name, item.window)
     except AuthError as exc:
-        store.set_status(item.account_id, "auth_failed", str(exc))
+        store.set_status(item.account_id, "auth_failed", str(exc), flow=item.flow)
         raise
     finally:
         store.activity_update(run_id, item.account_id, item.flow, add_retries=_retries(client))
-    ids = [store.land(item.account_id, spec.source, item.window, page, run_id=run_id) for page in pages]
-    account = store.account_by_id(item.account_id)
-    if account.status == "auth_failed":
-        store.set_status(item.account_id, "ok")
-    log.info("%s: landed %d page(s) for %s", item.label, len(ids), item.window)
-    return ids
+    landed = [(store.land(item.account_id, spec.source_of(flow), item.window, p, run_id=run_id), p) for p in pages]
+    log.info("%s: landed %d page(s) for %s", item.label, len(landed), item.window)
+    return landed
 
 
 def parse_landed(
-    store: Store, spec: IntegrationSpec, item: WorkItem, landing_ids: list[int], *, run_id: str | None
-) -> tuple[list[RevenueLine], int]:
-    """Parse landed pages (later pages win per key/day/hour), record rejects; lines inside the window."""
-    parser = get_source(spec.source)
-    lines: dict[tuple[str, date, int | None], RevenueLine] = {}
+    store: Store,
+    spec: IntegrationSpec,
+    item: WorkItem,
+    landed: list[int] | list[tuple[int, Any]],
+    *,
+    run_id: str | None,
+) -> tuple[list[Any], int]:
+    """Parse landed pages (later pages win per key/day/hour), record rejects; records inside the window."""
+    flow = spec.flow(item.flow)
+    kind = get_kind(flow.kind)
+    parser = get_source(spec.source_of(flow))
+    pages = landed if landed and isinstance(landed[0], tuple) else store.landed(landed)
+    lines: dict[tuple[str, date, int | None], Any] = {}
     rejected = 0
-    for landing_id, page in store.landed(landing_ids):
-        parsed, rejects = parser.parse_page(page)
-        store.add_rejects(item.account_id, item.flow, rejects, landing_id=landing_id, run_id=run_id)
+    for landing_id, page in pages:
+        parsed, rejects = kind.parse(parser, page)
+        if rejects:
+            store.add_rejects(item.account_id, item.flow, rejects, landing_id=landing_id, run_id=run_id)
         rejected += len(rejects)
         for line in parsed:
             if item.window_start <= line.business_date <= item.window_end:
@@ -225,19 +358,24 @@ def parse_landed(
     return list(lines.values()), rejected
 
 
-def map_rows(store: Store, spec: IntegrationSpec, item: WorkItem, landing_ids: list[int], *, run_id: str) -> int:
-    """Parse, validate and map the landed pages; returns the id of the batch for the upsert step.
+def map_rows(
+    store: Store, spec: IntegrationSpec, item: WorkItem, landed: list, *, run_id: str, account: Any = None
+) -> list[Any]:
+    """Parse, validate and map the landed pages; returns the canonical rows.
 
-    Raises NeedsMapping (and marks the account) when a source key with data has no mapping.
+    Raises NeedsMapping (and marks the account's flow) when a source key with data has no mapping.
     """
-    account = store.account_by_id(item.account_id)
-    lines, rejected = parse_landed(store, spec, item, landing_ids, run_id=run_id)
-    kind = get_source(spec.source).mapping_kind
-    rules = store.mappings(item.account_id, kind)
+    account = account or store.account_by_id(item.account_id)
+    flow = spec.flow(item.flow)
+    kind = get_kind(flow.kind)
+    lines, rejected = parse_landed(store, spec, item, landed, run_id=run_id)
+    mapping_kind = kind.mapping_kinds(get_source(spec.source_of(flow)))[0]
+    rules = store.mappings(item.account_id, mapping_kind)
+    flow_settings = kind.check_settings(account.settings.flows.get(flow.name, {}), flow_name=flow.name)
     try:
-        rows, ignored = apply_mapping(lines, rules, vat=account.settings.vat, kind=kind)
+        rows, ignored = kind.map(lines, rules, account=account, flow_settings=flow_settings, mapping_kind=mapping_kind)
     except NeedsMapping as exc:
-        store.set_status(item.account_id, "needs_mapping", str(exc))
+        store.set_status(item.account_id, "needs_mapping", str(exc), flow=item.flow)
         store.activity_update(
             run_id,
             item.account_id,
@@ -249,96 +387,167 @@ def map_rows(store: Store, spec: IntegrationSpec, item: WorkItem, landing_ids: l
             finished=True,
         )
         raise
-    if account.status == "needs_mapping":
-        store.set_status(item.account_id, "ok")
     store.activity_update(
         run_id,
         item.account_id,
         item.flow,
         fetched=len(lines),
         rejected=rejected,
-        detail=f"{ignored} line(s) of inactive {kind}s ignored" if ignored else "",
+        detail=f"{ignored} line(s) of inactive {mapping_kind}s ignored" if ignored else "",
     )
-    return store.put_batch(item.account_id, item.flow, item.window, rows, run_id=run_id)
+    return rows
 
 
-def upsert(store: Store, item: WorkItem, batch_id: int, *, run_id: str) -> dict[str, int]:
-    rows = store.get_batch(batch_id)
-    result = store.upsert_revenue(item.account_id, rows, mode=item.mode, run_id=run_id)
-    counts = {"upserted": result.upserted, "unchanged": result.unchanged, "kept": result.kept}
+def upsert(store: Store, spec: IntegrationSpec, item: WorkItem, rows: list[Any], *, run_id: str) -> dict[str, int]:
+    kind = get_kind(spec.flow(item.flow).kind)
+    counts = kind.upsert(store, item.account_id, rows, mode=item.mode, run_id=run_id)
     store.activity_update(run_id, item.account_id, item.flow, **counts)
     return counts
-
-
-def _kept_by_target(mode: str, row: TargetRow, existing: dict, last: dict) -> str | None:
-    """Why the target's current value wins over ours under the write mode, or None to send."""
-    current = existing.get((row.target_key, row.business_date, row.hour))
-    if current is None or mode == "overwrite" or current == row.amount:
-        return None
-    if mode == "insert_only":
-        return f"insert_only: target already holds {current}"
-    ours = last.get((row.target_key, row.business_date, row.hour))
-    if ours is None or ours != current:
-        return f"keep_manual: target holds {current}, not written by tillflow"
-    return None
 
 
 def deliver(
     store: Store, spec: IntegrationSpec, item: WorkItem, conn: ConnectionInfo, *, run_id: str
 ) -> dict[str, int]:
-    """Send rows that changed since their last delivery (any day, not only this window: a failed
-    delivery is retried from the store, never by refetching the POS)."""
-    pending = store.pending_deliveries(
-        item.account_id, window=item.window if item.force_delivery else None, force=item.force_delivery
-    )
-    if item.force_delivery:  # a forced window re-send plus anything else still pending
-        seen = {(r.target_key, r.business_date, r.hour) for r in pending}
-        pending += [
-            r for r in store.pending_deliveries(item.account_id) if (r.target_key, r.business_date, r.hour) not in seen
-        ]
-    client = target_client(spec, conn)
-    delivered = skipped = 0
+    """Send what changed since its last delivery with the kind's delivery strategy."""
+    flow = spec.flow(item.flow)
+    client = target_client(spec, conn, flow)
     try:
-        existing: dict = {}
-        last: dict = {}
-        if pending and item.mode != "overwrite":
-            span = Window(min(r.business_date for r in pending), max(r.business_date for r in pending))
-            existing = client.existing(item.flow, sorted({r.target_key for r in pending}), span)
-            last = {
-                (d["target_key"], d["business_date"], d["hour"]): d["amount"]
-                for d in store.delivery_state(item.account_id)
-                if d["status"] == "delivered"
-            }
-        for row in pending:
-            reason = _kept_by_target(item.mode, row, existing, last)
-            if reason:
-                store.record_delivery(item.account_id, row, "skipped", detail=reason, run_id=run_id)
-                skipped += 1
-                continue
-            try:
-                result = client.deliver(item.flow, row)
-            except TillflowError as exc:
-                store.record_delivery(item.account_id, row, "failed", detail=str(exc), run_id=run_id)
-                raise
-            store.record_delivery(item.account_id, row, result.status, detail=result.detail, run_id=run_id)
-            if result.status == "delivered":
-                delivered += 1
-            else:
-                skipped += 1
-                log.info(
-                    "%s: %s %s skipped by %s: %s",
-                    item.label,
-                    row.target_key,
-                    row.business_date,
-                    spec.target,
-                    result.detail,
-                )
+        return get_kind(flow.kind).deliver(store, item, client, run_id=run_id, log=log)
     finally:
-        store.activity_update(
-            run_id, item.account_id, item.flow, delivered=delivered, skipped=skipped, add_retries=_retries(client)
-        )
+        store.activity_update(run_id, item.account_id, item.flow, add_retries=_retries(client))
+
+
+@dataclass
+class Outcome:
+    item: WorkItem
+    status: str  # success | needs_mapping | failed
+    error: str = ""
+    retryable: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def run_item(
+    store: Store,
+    spec: IntegrationSpec,
+    item: WorkItem,
+    conns: Callable[[str], ConnectionInfo],
+    *,
+    dag_id: str,
+    run_id: str,
+    secrets: list[str] | None = None,
+) -> Outcome:
+    """One account's flow from the POS to the target, in this thread: fetch → map → upsert → deliver.
+
+    Never raises: the outcome (and the activity row, and the flow's state) says what happened.
+    """
+    store.activity_start(dag_id, run_id, item.account_id, item.flow, item.window)
+    try:
+        account = store.account_by_id(item.account_id)
+        flow = spec.flow(item.flow)
+        source_conn, target_conn = conn_ids(spec, flow, account)
+        landed = fetch(store, spec, item, conns(source_conn), dag_id=dag_id, run_id=run_id)
+        rows = map_rows(store, spec, item, landed, run_id=run_id, account=account)
+        counts = upsert(store, spec, item, rows, run_id=run_id)
+        counts |= deliver(store, spec, item, conns(target_conn), run_id=run_id)
+    except NeedsMapping as exc:
+        log.info("%s: needs mapping — %s", item.label, exc)
+        return Outcome(item, "needs_mapping", str(exc))
+    except Exception as exc:
+        message = one_line(exc, secrets or [])
+        permanent = is_permanent(exc)
+        status = "auth_failed" if isinstance(exc, AuthError) else "failing"
+        try:
+            store.set_status(item.account_id, status, message, flow=item.flow)
+            store.activity_finish(run_id, item.account_id, item.flow, "failed", error=message, retryable=not permanent)
+        except Exception:  # the store itself failed: the row stays 'running' and the retry redoes it
+            log.exception("%s: could not record the failure", item.label)
+        log.error("%s: failed (%s): %s", item.label, "permanent" if permanent else "retryable", message)
+        return Outcome(item, "failed", message, retryable=not permanent)
+    store.flow_success(item.account_id, item.flow, due_at=item.due_at, window=item.window, run_id=run_id)
     store.activity_update(run_id, item.account_id, item.flow, status="success", finished=True)
-    return {"delivered": delivered, "skipped": skipped, "pending": len(pending)}
+    log.info("%s: done %s", item.label, " ".join(f"{k}={v}" for k, v in counts.items()))
+    return Outcome(item, "success", counts=counts)
+
+
+@dataclass
+class ShardResult:
+    outcomes: list[Outcome]
+    seconds: float
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def retryable(self) -> list[Outcome]:
+        return [o for o in self.failed if o.retryable]
+
+
+def run_shard(
+    spec: IntegrationSpec,
+    *,
+    dag_id: str,
+    run_id: str,
+    shard: int,
+    conns: Callable[[str], ConnectionInfo],
+    prefetch: Callable[[list[str]], None] | None = None,
+    secrets: list[str] | None = None,
+    url: str | None = None,
+    threads: int | None = None,
+) -> ShardResult:
+    """Run the unfinished accounts of one shard concurrently (one database connection per thread).
+
+    ``conns`` gives an account's connection (looked up once per shard, before the threads start,
+    through ``prefetch``): Airflow's connection lookup is not shared across threads.
+    """
+    started = time.monotonic()
+    with Store.open(url) as store:
+        rows = store.run_items(run_id, shard)
+        accounts = {a.id: a for a in store.list_accounts(spec.integration)}
+    items = [WorkItem.from_activity(r) for r in rows]
+    if not items:
+        return ShardResult([], 0.0)
+    if prefetch is not None:
+        ids: list[str] = []
+        for item in items:
+            account = accounts.get(item.account_id)
+            if account is not None:
+                ids.extend(conn_ids(spec, spec.flow(item.flow), account))
+        prefetch(sorted(set(ids)))
+    local = threading.local()
+    opened: list[Store] = []
+    lock = threading.Lock()
+
+    def thread_store() -> Store:
+        store = getattr(local, "store", None)
+        if store is None or store.conn.closed:
+            store = Store.open(url)
+            local.store = store
+            with lock:
+                opened.append(store)
+        return store
+
+    def work(item: WorkItem) -> Outcome:
+        return run_item(thread_store(), spec, item, conns, dag_id=dag_id, run_id=run_id, secrets=secrets)
+
+    n_threads = max(1, min(threads or spec.execution.threads, len(items)))
+    log.info("shard %d: %d account flow(s) on %d thread(s)", shard, len(items), n_threads)
+    try:
+        with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix=f"shard{shard}") as pool:
+            outcomes = list(pool.map(work, items))
+    finally:
+        for store in opened:
+            store.close()
+    result = ShardResult(outcomes, time.monotonic() - started)
+    log.info(
+        "shard %d: %d ok, %d needs mapping, %d failed in %.1f s",
+        shard,
+        sum(o.status == "success" for o in outcomes),
+        sum(o.status == "needs_mapping" for o in outcomes),
+        len(result.failed),
+        result.seconds,
+    )
+    return result
 
 
 def mark_failed(store: Store, item: WorkItem, run_id: str, error: str) -> None:
@@ -346,33 +555,27 @@ def mark_failed(store: Store, item: WorkItem, run_id: str, error: str) -> None:
 
 
 def report(store: Store, run_id: str, not_run: dict[str, str] | None = None) -> tuple[str, list[dict[str, Any]]]:
-    """A per-account summary of one run; returns (text, failed rows). Rows left 'running' failed."""
+    """A per-account summary of one run; returns (text, failed rows). Rows that never finished failed."""
     rows = store.activity(run_id=run_id)
     lines = [
-        f"{'account':<24} {'window':<23} {'status':<14} fetched upserted unchanged kept rejected "
-        f"delivered skipped retries  error"
+        f"{'account':<24} {'flow':<10} {'window':<23} {'status':<14} fetched upserted unchanged kept rejected "
+        f"delivered skipped failed retries  error"
     ]
     failed = []
     for r in rows:
         status = r["status"]
-        if status == "running":
+        if status in ("running", "pending"):
             status = "failed"
-            store.activity_update(
-                run_id,
-                r["account_id"],
-                r["flow"],
-                status="failed",
-                finished=True,
-                error=r["error"] or "a step of this account did not finish (see its task log)",
-            )
+            r["error"] = r["error"] or "this account did not finish (its shard was killed or timed out; see its log)"
+            store.activity_update(run_id, r["account_id"], r["flow"], status="failed", finished=True, error=r["error"])
         if status == "failed":
             failed.append(r)
         window = f"{r['window_start']}..{r['window_end']}"
         lines.append(
-            f"{r['account_key']:<24} {window:<23} {status:<14} {r['fetched']:>7} {r['upserted']:>8} "
+            f"{r['account_key']:<24} {r['flow']:<10} {window:<23} {status:<14} {r['fetched']:>7} {r['upserted']:>8} "
             f"{r['unchanged']:>9} {r['kept']:>4} {r['rejected']:>8} {r['delivered']:>9} {r['skipped']:>7} "
-            f"{r['retries']:>7}  {(r['error'] or '').splitlines()[0] if r['error'] else ''}"
+            f"{r['failed']:>6} {r['retries']:>7}  {(r['error'] or '').splitlines()[0] if r['error'] else ''}"
         )
     for key, why in sorted((not_run or {}).items()):
-        lines.append(f"{key:<24} {'-':<23} {'not run':<14} {why}")
+        lines.append(f"{key:<24} {'-':<10} {'-':<23} {'not run':<14} {why}")
     return "\n".join(lines), failed

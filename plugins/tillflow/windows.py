@@ -63,7 +63,7 @@ def is_due(settings: AccountSettings, logical_date: datetime) -> Due:
     weekday = WEEKDAYS[local.weekday()]
     if weekday not in settings.weekdays:
         return Due(False, f"{weekday} is not a fetch day")
-    if local.hour != settings.run_time.hour:
+    if (local.hour, local.minute) != (settings.run_time.hour, settings.run_time.minute):
         return Due(False, f"runs at {settings.run_time:%H:%M}, tick is {local:%H:%M}")
     return Due(True, f"due at {local:%a %H:%M %Z}")
 
@@ -103,3 +103,112 @@ def manual_window(date_from: date, date_to: date | None = None) -> Window:
 
 def days(window: Window) -> list[date]:
     return [window.start + timedelta(days=i) for i in range((window.end - window.start).days + 1)]
+
+
+# ------------------------------------------------------------------ flow windows and due times
+
+
+def open_day_window(settings: AccountSettings, at: datetime, lookback_days: int | None = None) -> Window | None:
+    """The business day still open at ``at`` plus the N closed days before it (intra-day flows)."""
+    n = settings.lookback_days if lookback_days is None else lookback_days
+    today = business_date_of(at, settings.timezone, settings.business_day_cutoff)
+    return clip(Window(today - timedelta(days=n), today), settings)
+
+
+def snapshot_window(settings: AccountSettings, at: datetime) -> Window:
+    """State-like data (stock, products): the business day of ``at`` only, as a label of the snapshot."""
+    today = business_date_of(at, settings.timezone, settings.business_day_cutoff)
+    return Window(today, today)
+
+
+def flow_window(
+    strategy: str, flow, settings: AccountSettings, at: datetime, *, since: datetime | None = None
+) -> Window | None:
+    """The window of one flow at ``at``. ``since`` (the last successful run) widens a window so that
+    days missed while nothing ran are read again, at most ``MAX_CATCH_UP_DAYS`` back."""
+    if strategy == "snapshot":
+        return snapshot_window(settings, at)
+    if strategy == "open_day":
+        window = open_day_window(settings, at)
+    elif strategy == "closed_days":
+        window = lookback_window(settings, at)
+    else:
+        raise ValueError(f"unknown window strategy {strategy!r}")
+    if window is None or since is None:
+        return window
+    floor = business_date_of(at, settings.timezone, settings.business_day_cutoff) - timedelta(days=MAX_CATCH_UP_DAYS)
+    missed_from = max(business_date_of(since, settings.timezone, settings.business_day_cutoff), floor)
+    if missed_from < window.start:
+        return clip(Window(missed_from, window.end), settings)
+    return window
+
+
+MAX_CATCH_UP_DAYS = 31
+
+
+@dataclass(frozen=True)
+class DueAt:
+    """Whether an account's flow runs on a tick, why, and the due time it serves (``None``: not due)."""
+
+    due_at: datetime | None
+    reason: str
+
+    @property
+    def due(self) -> bool:
+        return self.due_at is not None
+
+
+def latest_run_time(settings: AccountSettings, at: datetime, *, within: timedelta) -> datetime | None:
+    """The latest of the account's run times (its local time on its weekdays) at or before ``at``,
+    not older than ``within`` and not before its start date."""
+    zone = ZoneInfo(settings.timezone)
+    local = _aware(at).astimezone(zone)
+    for back in range(within.days + 2):
+        day = local.date() - timedelta(days=back)
+        if WEEKDAYS[day.weekday()] not in settings.weekdays:
+            continue
+        if settings.start_date and day < settings.start_date:
+            return None
+        when = datetime.combine(day, settings.run_time, tzinfo=zone)
+        if when <= at:
+            return when if at - when <= within else None
+    return None
+
+
+def due_on_tick(
+    settings: AccountSettings,
+    due: str,
+    tick: datetime,
+    *,
+    last_due_at: datetime | None,
+    known_since: datetime | None = None,
+    catch_up: timedelta = timedelta(hours=72),
+    backfill: bool = False,
+) -> DueAt:
+    """Whether a scheduled (or backfill) tick runs an account's flow.
+
+    ``every_tick`` flows run every active account on every tick. ``account_run_time`` flows run at the
+    account's own time on its weekdays (the *fetch* day: Friday 07:00 fetches Thursday), and a run time
+    that passed since the last successful run — the scheduler was down, a run overran — is served at the
+    next tick, once: ``last_due_at`` is the run time last served. A run time from before the account
+    existed (``known_since``) is not caught up; a backfill tick runs exactly the accounts due at it.
+    """
+    if not settings.active:
+        return DueAt(None, "paused")
+    local = _aware(tick).astimezone(ZoneInfo(settings.timezone))
+    if settings.start_date and local.date() < settings.start_date:
+        return DueAt(None, f"starts on {settings.start_date.isoformat()}")
+    if due == "every_tick":
+        return DueAt(tick, f"every tick ({local:%a %H:%M %Z})")
+    exact = is_due(settings, tick)
+    if backfill or exact.due:
+        if exact.due and not backfill and last_due_at is not None and last_due_at >= tick:
+            return DueAt(None, f"already ran for {local:%a %H:%M %Z}")
+        return DueAt(tick if exact.due else None, exact.reason)
+    missed = latest_run_time(settings, tick, within=catch_up)
+    if missed is None or (last_due_at is not None and last_due_at >= missed):
+        return DueAt(None, exact.reason)
+    if known_since is not None and missed < known_since:
+        return DueAt(None, exact.reason)
+    when = missed.astimezone(ZoneInfo(settings.timezone))
+    return DueAt(missed, f"catching up the run due {when:%a %H:%M %Z}")

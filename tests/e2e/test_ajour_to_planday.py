@@ -131,8 +131,8 @@ def test_manual_range_lands_every_day_once_and_rerun_changes_nothing(store, sand
     conf = {"date_from": "2026-11-09", "date_to": "2026-11-22"}  # two weeks: two Mondays
     dr = run(dag, conf)
     assert dr.state == "success", ti_states(dr)
-    labels = {ti.rendered_map_index for ti in dr.get_task_instances() if ti.task_id == "account.deliver"}
-    assert labels == {"Cafe Nord (cafe_nord) 2026-11-09..2026-11-22", "Bistro Syd (bistro_syd) 2026-11-09..2026-11-22"}
+    labels = [ti.rendered_map_index for ti in dr.get_task_instances() if ti.task_id == "run"]
+    assert labels == ["shard 1/1: 2 account(s) bistro_syd…cafe_nord"]  # few accounts: one shard runs both
 
     closed_by_client = {}
     for account, company, client, vat, mapping in (
@@ -236,13 +236,11 @@ def test_wrong_credentials_fail_once_email_owners_and_others_land(store, sandbox
     assert act["wrong_pw"]["status"] == "failed" and "hunter2" not in act["wrong_pw"]["error"]
     assert act["cafe_nord"]["status"] == "success"
     subjects = [m["subject"] for m in mail.messages]
-    fetch_mail = [m for m in mail.messages if "account.fetch" in m["subject"]]
-    assert fetch_mail, subjects
-    body = fetch_mail[0].get_body().get_content()
-    for needle in (DAG_ID, "account.fetch", "wrong_pw", "2026-11-17..2026-11-18", "AuthError"):
-        assert needle in fetch_mail[0]["subject"] + body
+    assert len(mail.messages) == 1, subjects  # one e-mail per run, not one per task instance
+    body = mail.messages[0].get_body().get_content()
+    for needle in (f"{DAG_ID}.report failed", "1 account(s) failed", "wrong_pw", "2026-11-17..2026-11-18", "AuthError"):
+        assert needle in mail.messages[0]["subject"] + body
     assert all("hunter2" not in m.as_string() for m in mail.messages)
-    assert any("report" in s for s in subjects), "the run summary failure is mailed too"
 
 
 def test_malformed_records_go_to_rejects_and_the_rest_lands(store, sandbox, build):
@@ -294,14 +292,20 @@ def test_airflow_dags_test_cli_alerts_by_mail_without_secrets(store, sandbox, ma
     add_account(store, sandbox, "wrong_pw", company="2002", client="wrong", password="hunter2-secret")
     conf = json.dumps({"date_from": "2026-11-10", "date_to": "2026-11-11"})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", DAG_ID, "-c", conf], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", DAG_ID, "-c", conf],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = proc.stdout + proc.stderr
     assert "hunter2" not in output
     assert len(planday(sandbox, "nord")) == 2 * 3 - 0  # Tue/Wed: every unit open
     assert planday(sandbox, "wrong") == {}
     subjects = [m["subject"] for m in mail.messages]
-    assert any("account.fetch failed" in s and "wrong_pw" in s and "2026-11-10..2026-11-11" in s for s in subjects)
+    assert any("report failed" in s and "wrong_pw" in s and "2026-11-10..2026-11-11" in s for s in subjects)
+    assert len(subjects) == 1, subjects
     assert all("hunter2" not in m.as_string() for m in mail.messages)
     runs = {r["run_id"] for r in store.activity()}
     assert len(runs) == 1
@@ -343,3 +347,18 @@ def test_replay_after_a_mapping_change_needs_no_pos_call(store, sandbox, build, 
     assert act["delivered"] == 4  # ...and only the four changed values go to Planday
     assert {k: v[0] for k, v in planday(sandbox, "nord").items()} == want
     assert planday(sandbox, "nord")[("1002", "2026-11-17")][1] == 2  # written once per mapping
+
+
+def test_a_manual_run_naming_accounts_runs_one_labelled_instance_each(store, sandbox, build, mail):
+    add_account(store, sandbox, "cafe_nord", company="1001", client="nord")
+    add_account(store, sandbox, "wrong_pw", company="2002", client="wrong", password="hunter2-secret")
+    add_account(store, sandbox, "not_named", company="3003", client="other")
+    dr = run(build(), {"accounts": ["cafe_nord", "wrong_pw"], "date_from": "2026-11-17", "date_to": "2026-11-17"})
+    assert dr.state == "failed"
+    tis = {ti.rendered_map_index: ti.state for ti in dr.get_task_instances() if ti.task_id == "run"}
+    assert tis == {
+        "Cafe Nord (cafe_nord) 2026-11-17..2026-11-17": "success",
+        "Wrong Pw (wrong_pw) 2026-11-17..2026-11-17": "failed",
+    }
+    assert planday(sandbox, "other") == {} and len(planday(sandbox, "nord")) == 3
+    assert len(mail.messages) == 1 and "wrong_pw" in mail.messages[0]["subject"]

@@ -111,10 +111,11 @@ def test_backfill_under_the_real_scheduler(store, sandbox, mail, standalone):
     assert planday(sandbox, "late") == {}
 
     subjects = [m["subject"] for m in mail.messages]
-    assert any("account.fetch failed" in s and "wrong_pw" in s and "2026-11-14..2026-11-16" in s for s in subjects)
+    assert any("report failed" in s and "wrong_pw" in s and "2026-11-14..2026-11-16" in s for s in subjects)
+    assert len(subjects) == 1, subjects  # one e-mail per run
     assert all("hunter2" not in m.as_string() for m in mail.messages)
     task_logs = [p.read_text(errors="replace") for p in (home / "logs").rglob("*") if p.is_file()]
-    assert any("credentials refused" in text for text in task_logs), "the fetch task's log tells why"
+    assert any("credentials refused" in text for text in task_logs), "the run task's log tells why"
     assert all("hunter2" not in text for text in [log.read_text(), *task_logs])
     calls = [r for r in requests.get(f"{sandbox.ajour_url}/_sandbox/requests", timeout=5).json() if r["status"] == 401]
     assert len(calls) == 1, "refused credentials are not retried"

@@ -194,7 +194,7 @@ BAD = [
     (["accounts", "update", "bar-nord", "--lookback", "32"], r"(settings: )?lookback_days: "),
     (["accounts", "add", "new", "--run-time", "04:00"], r"run_time: .*05:00 at the earliest, got 04:00"),
     (["accounts", "update", "bar-nord", "--run-time", "04:00"], r"run_time: .*05:00 at the earliest"),
-    (["accounts", "update", "bar-nord", "--run-time", "07:30"], r"(settings: )?run_time: .*on the hour"),
+    (["accounts", "update", "bar-nord", "--run-time", "07:30"], r"(settings: )?run_time: .*does not tick"),
     (["accounts", "add", "new", "--weekdays", "mon,frj"], r"weekdays: unknown day\(s\) frj"),
     (["accounts", "add", "new", "--timezone", "Mars/Base"], r"(settings: )?timezone: unknown timezone 'Mars/Base'"),
     (["accounts", "add", "new", "--vat", "gross"], r"(settings: )?vat: "),

@@ -32,7 +32,7 @@ def accounts(store):
     made = {}
     for key, settings in ACCOUNTS.items():
         made[key] = store.upsert_account(
-            SPEC.dag_id,
+            SPEC.integration,
             key,
             name=key.title(),
             conn_id=f"ajour_{key}",
@@ -66,7 +66,15 @@ def test_a_scheduled_friday_0700_tick_runs_only_the_accounts_due_then(store, acc
     }
     a = next(i for i in result.items if i.account_key == "a-daily")
     assert a == WorkItem(
-        accounts["a-daily"].id, "a-daily", "A-Daily", "revenue", date(2026, 11, 17), THU, "keep_manual", False
+        accounts["a-daily"].id,
+        "a-daily",
+        "A-Daily",
+        "revenue",
+        date(2026, 11, 17),
+        THU,
+        "keep_manual",
+        False,
+        due_at=FRIDAY_0700_CPH,
     )
     assert all(not i.force_delivery and i.flow == "revenue" for i in result.items)
 
@@ -171,3 +179,100 @@ def test_no_accounts_means_an_empty_plan(store):
 def test_work_items_survive_the_xcom_round_trip(store, accounts):
     result = plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=RunParams(overwrite=True), manual=True)
     assert [WorkItem.from_xcom(i.to_xcom()) for i in result.items] == result.items
+
+
+# ---------------------------------------------------------------- no lost tick: catch-up of missed run times
+
+
+def _known_since(store, account, when):
+    store.conn.execute("UPDATE tillflow.accounts SET created_at = %s WHERE id = %s", (when, account.id))
+    store.conn.commit()
+
+
+def test_a_missed_run_time_is_caught_up_at_the_next_tick_once(store, accounts):
+    _known_since(store, accounts["a-daily"], datetime(2026, 11, 1, tzinfo=UTC))
+    friday_0900 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)  # 09:00 CET: the 07:00 tick never ran
+    result = plan(store, SPEC, logical_date=friday_0900, params=RunParams(), manual=False)
+    a = next(i for i in result.items if i.account_key == "a-daily")
+    assert (a.window_start, a.window_end, a.due_at) == (date(2026, 11, 17), THU, FRIDAY_0700_CPH)
+    assert "c-late" in {i.account_key for i in result.items}  # 09:00 is its own time
+    assert "b-fridays" not in {i.account_key for i in result.items}  # created after its 07:00: nothing missed
+    store.flow_success(a.account_id, "revenue", due_at=a.due_at, window=a.window, run_id="r1")
+    later = plan(store, SPEC, logical_date=datetime(2026, 11, 20, 9, 0, tzinfo=UTC), params=RunParams(), manual=False)
+    assert "a-daily" not in {i.account_key for i in later.items}  # served once, not again at 10:00
+    assert later.not_run["a-daily"] == "runs at 07:00, tick is 10:00"
+
+
+def test_a_failed_run_stays_due_until_it_succeeds(store, accounts):
+    _known_since(store, accounts["a-daily"], datetime(2026, 11, 1, tzinfo=UTC))
+    store.set_flow_status(accounts["a-daily"].id, "revenue", "failing", "HTTP 503")
+    for hour in (8, 9, 10):
+        result = plan(
+            store, SPEC, logical_date=datetime(2026, 11, 20, hour, 0, tzinfo=UTC), params=RunParams(), manual=False
+        )
+        assert "a-daily" in {i.account_key for i in result.items}
+
+
+def test_a_backfill_tick_runs_exactly_the_accounts_due_at_it(store, accounts):
+    _known_since(store, accounts["a-daily"], datetime(2026, 11, 1, tzinfo=UTC))
+    store.flow_success(
+        accounts["a-daily"].id, "revenue", due_at=datetime(2026, 11, 24, tzinfo=UTC), window=None, run_id="later"
+    )
+    at_7 = plan(store, SPEC, logical_date=FRIDAY_0700_CPH, params=RunParams(), manual=False, backfill=True)
+    assert "a-daily" in {i.account_key for i in at_7.items}  # a later success does not hide a backfilled tick
+    at_9 = plan(
+        store,
+        SPEC,
+        logical_date=datetime(2026, 11, 20, 8, 0, tzinfo=UTC),
+        params=RunParams(),
+        manual=False,
+        backfill=True,
+    )
+    assert "a-daily" not in {i.account_key for i in at_9.items}
+
+
+def test_an_every_tick_flow_runs_every_active_account_with_today_open(store, accounts):
+    flow = SPEC.flow("revenue").model_copy(update={"due": "every_tick", "window": "open_day"})
+    spec = SPEC.model_copy(update={"flows": [flow]})
+    tick = datetime(2026, 11, 20, 10, 15, tzinfo=UTC)  # Friday 11:15 CET: Friday is still open
+    result = plan(store, spec, logical_date=tick, params=RunParams(), manual=False)
+    got = {i.account_key: (i.window_start, i.window_end) for i in result.items}
+    assert got["c-late"] == (date(2026, 11, 17), date(2026, 11, 20))  # 3 closed days + today
+    assert got["b-fridays"] == (THU, date(2026, 11, 20))
+    assert "d-weekend" in got  # weekdays belong to run times, not to every-tick flows
+    assert set(result.not_run) == {"e-paused", "g-starts-later"}
+
+
+def test_plan_run_shards_and_writes_the_work_list(store, accounts):
+    from tillflow.sync import plan_run
+
+    flows = SPEC.flows
+    small = plan_run(
+        store, SPEC, flows, dag_id="d", run_id="r-small", logical_date=FRIDAY_0700_CPH, params=RunParams(), manual=False
+    )
+    assert [s["shard"] for s in small.shards] == [0]  # 3 accounts: below min_accounts_per_shard, one shard
+    assert {r["account_key"] for r in store.run_items("r-small", 0)} == {"a-daily", "b-fridays", "h-started-tue"}
+    spec = SPEC.model_copy(
+        update={"execution": SPEC.execution.model_copy(update={"min_accounts_per_shard": 1, "max_shards": 2})}
+    )
+    manual = plan_run(
+        store, spec, flows, dag_id="d", run_id="r-man", logical_date=FRIDAY_0700_CPH, params=RunParams(), manual=True
+    )
+    assert len(manual.shards) == 2
+    per_shard = [{r["account_key"] for r in store.run_items("r-man", s["shard"])} for s in manual.shards]
+    assert not per_shard[0] & per_shard[1] and len(per_shard[0] | per_shard[1]) == 6
+    named = plan_run(
+        store,
+        spec,
+        flows,
+        dag_id="d",
+        run_id="r-named",
+        logical_date=FRIDAY_0700_CPH,
+        params=RunParams(accounts=["a-daily", "c-late", "e-paused"]),
+        manual=True,
+    )
+    assert [s["label"] for s in named.shards] == [
+        "A-Daily (a-daily) 2026-11-17..2026-11-19",
+        "C-Late (c-late) 2026-11-17..2026-11-19",
+    ]
+    assert named.not_run == {"e-paused": "paused"}

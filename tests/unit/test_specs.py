@@ -22,6 +22,12 @@ def raw_spec() -> dict:
     return yaml.safe_load(SPEC_PATH.read_text())
 
 
+def _flow(**change) -> dict:
+    """A spec change that alters the first flow."""
+    flow = {**raw_spec()["flows"][0], **change}
+    return {"flows": [flow]}
+
+
 def write_spec(tmp_path: Path, data: dict, name: str = "variant.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
@@ -32,12 +38,14 @@ def write_spec(tmp_path: Path, data: dict, name: str = "variant.yaml") -> Path:
 
 
 def test_the_ajour_spec_loads_with_its_own_limits(spec):
-    assert spec.dag_id == "ajour_to_planday"
-    assert (spec.source, spec.target, spec.flows) == ("ajour", "planday", ["revenue"])
-    assert spec.per_account_run_time is True
-    assert spec.earliest_run_time == time(5, 0)
-    assert spec.business_day_cutoff == time(5, 0)
-    assert (spec.lookback_days.min, spec.lookback_days.default, spec.lookback_days.max) == (1, 3, 31)
+    assert spec.integration == "ajour_to_planday"
+    assert (spec.source, spec.target, spec.flow_names) == ("ajour", "planday", ["revenue"])
+    flow = spec.flow("revenue")
+    assert (flow.kind, flow.window_strategy, flow.due) == ("revenue", "closed_days", "account_run_time")
+    assert flow.earliest_run_time == time(5, 0)
+    assert flow.business_day_cutoff == time(5, 0)
+    assert (flow.lookback_days.min, flow.lookback_days.default, flow.lookback_days.max) == (1, 3, 31)
+    assert spec.dags() == {"ajour_to_planday": [flow]}
     assert spec.timezone == "Europe/Copenhagen"
     assert spec.start_date == date(2026, 1, 1)
 
@@ -68,11 +76,17 @@ def test_all_tags_adds_the_derived_tags_when_the_spec_lists_none(tmp_path):
         ({"target": "deputy"}, "target", "unknown target 'deputy'"),
         ({"colour": "blue"}, "colour", "Extra inputs are not permitted"),
         ({"timezone": "Europe/Atlantis"}, "timezone", "unknown timezone"),
-        ({"dag_id": "AjourPlanday"}, "dag_id", "pattern"),
-        ({"flows": ["orders"]}, "flows.0", "'revenue'"),
-        ({"earliest_run_time": "5 o'clock"}, "earliest_run_time", "expected HH:MM"),
-        ({"lookback_days": {"default": 40, "max": 31}}, "lookback_days", "min <= default <= max"),
-        ({"lookback_days": {"default": 3, "max": 31, "step": 1}}, "lookback_days.step", "Extra inputs"),
+        ({"integration": "AjourPlanday"}, "integration", "pattern"),
+        ({"flows": ["orders"]}, "flows.0", "valid dictionary"),
+        (_flow(kind="orders_v9"), "flows.0.kind", "unknown flow kind 'orders_v9'"),
+        (_flow(schedule="every hour"), "flows.0.schedule", "not a 5-field cron expression"),
+        (_flow(schedule="0 5-23 * *"), "flows.0.schedule", "not a 5-field cron expression"),
+        (_flow(window="snapshot"), "flows.0", "window 'snapshot' does not fit kind 'revenue'"),
+        (_flow(earliest_run_time="5 o'clock"), "flows.0.earliest_run_time", "expected HH:MM"),
+        (_flow(lookback_days={"default": 40, "max": 31}), "flows.0.lookback_days", "min <= default <= max"),
+        (_flow(lookback_days={"default": 3, "max": 31, "step": 1}), "flows.0.lookback_days.step", "Extra inputs"),
+        (_flow(colour="blue"), "flows.0.colour", "Extra inputs"),
+        ({"flows": [_flow()["flows"][0]] * 2}, "(root)", "duplicate flow name(s) revenue"),
         ({"owners": ["not-an-email"]}, "owners.0", "email"),
     ],
 )
@@ -105,7 +119,7 @@ def test_an_unreadable_or_invalid_yaml_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="missing.yaml: cannot read spec"):
         load_spec(tmp_path / "missing.yaml")
     broken = tmp_path / "broken.yaml"
-    broken.write_text("dag_id: [unclosed\n")
+    broken.write_text("integration: [unclosed\n")
     with pytest.raises(ConfigError, match="broken.yaml: cannot read spec"):
         load_spec(broken)
 
@@ -128,7 +142,6 @@ def test_settings_defaults():
         ({"lookback_days": 0}, "lookback_days", "greater than or equal to 1"),
         ({"lookback_days": 32}, "lookback_days", "less than or equal to 31"),
         ({"lookback_days": "abc"}, "lookback_days", "valid integer"),
-        ({"run_time": "07:30"}, "run_time", "on the hour"),
         ({"run_time": "7"}, "run_time", "expected HH:MM"),
         ({"timezone": "Mars/Olympus"}, "timezone", "unknown timezone 'Mars/Olympus'"),
         ({"weekdays": ["mon", "fry"]}, "weekdays.1", "'fry'"),
@@ -161,9 +174,11 @@ def test_run_time_before_05_is_fine_without_a_spec_that_sets_an_earliest_time():
 
 
 def test_lookback_is_checked_against_the_specs_own_bounds(tmp_path):
-    data = {**raw_spec(), "lookback_days": {"default": 2, "min": 1, "max": 7}}
+    data = {**raw_spec(), **_flow(lookback_days={"default": 2, "min": 1, "max": 7})}
     narrow = load_spec(write_spec(tmp_path, data))
-    with pytest.raises(ConfigError, match=r"^lookback_days: must be between 1 and 7 for ajour_to_planday, got 8$"):
+    with pytest.raises(
+        ConfigError, match=r"^lookback_days: must be between 1 and 7 for ajour_to_planday flow revenue, got 8$"
+    ):
         parse_settings({"lookback_days": 8}, spec=narrow)
     assert parse_settings({"lookback_days": 7}, spec=narrow).lookback_days == 7
 
@@ -228,3 +243,70 @@ def test_run_time_must_fall_on_a_tick_of_the_dag_in_its_own_timezone():
     # Helsinki 05:00 is 04:00 in Copenhagen: the DAG does not tick then
     with pytest.raises(ConfigError, match=r"run_time: 05:00 Europe/Helsinki is 04:00 Europe/Copenhagen"):
         parse_settings({"timezone": "Europe/Helsinki", "run_time": "05:00"}, spec=spec)
+
+
+# ---------------------------------------------------------------- flows and DAGs
+
+
+def test_flows_that_share_a_schedule_share_a_dag_and_others_get_their_own(tmp_path):
+    base = raw_spec()
+    first = base["flows"][0]
+    data = {
+        **base,
+        "integration": "ccv_salespos_to_eaccounting",
+        "flows": [
+            {**first, "name": "orders"},
+            {**first, "name": "orders_late"},
+            {
+                **first,
+                "name": "products",
+                "schedule": "15 */2 * * *",
+                "source": "eaccounting",
+                "target": "ccv_salespos",
+            },
+            {**first, "name": "stock", "schedule": "*/30 * * * *", "dag_id": "ccv_salespos_stock_to_ccv"},
+        ],
+    }
+    spec = load_spec(write_spec(tmp_path, data))
+    dags = {dag_id: [f.name for f in flows] for dag_id, flows in spec.dags().items()}
+    assert dags == {
+        "ccv_salespos_to_eaccounting_orders": ["orders", "orders_late"],
+        "ccv_salespos_to_eaccounting_products": ["products"],
+        "ccv_salespos_stock_to_ccv": ["stock"],
+    }
+    products = spec.flow("products")
+    assert (spec.source_of(products), spec.target_of(products)) == ("eaccounting", "ccv_salespos")
+    assert "source:eaccounting" in spec.tags_for([products]) and "target:ccv_salespos" in spec.tags_for([products])
+
+
+def test_a_flow_with_an_unknown_source_is_named(tmp_path):
+    data = {**raw_spec(), **_flow(source="lightspeed")}
+    with pytest.raises(ConfigError, match=r"flows\.0\.source: unknown source 'lightspeed'"):
+        load_spec(write_spec(tmp_path, data))
+
+
+def test_an_account_setting_for_a_flow_is_checked_by_its_kind(spec):
+    assert parse_settings({"flows": {"revenue": {"vat": "excl"}}}, spec=spec).flows == {"revenue": {"vat": "excl"}}
+    with pytest.raises(ConfigError, match=r"settings\.flows\.revenue: vat: Input should be 'incl' or 'excl'"):
+        parse_settings({"flows": {"revenue": {"vat": "both"}}}, spec=spec)
+    with pytest.raises(ConfigError, match=r"flows: ajour_to_planday has no flow orders"):
+        parse_settings({"flows": {"orders": {}}}, spec=spec)
+
+
+def test_a_setting_a_flow_kind_needs_is_refused_when_missing(spec, monkeypatch):
+    from pydantic import BaseModel, ConfigDict
+    from tillflow.flows import get_kind
+
+    class Needs(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        team_id: int
+
+    monkeypatch.setattr(type(get_kind("revenue")), "settings_model", Needs)
+    with pytest.raises(ConfigError, match=r"settings\.flows\.revenue: team_id: Field required"):
+        parse_settings({}, spec=spec)
+    assert parse_settings({"flows": {"revenue": {"team_id": 7}}}, spec=spec).flows["revenue"] == {"team_id": 7}
+
+
+def test_a_run_time_off_the_dags_ticks_is_refused(spec):
+    with pytest.raises(ConfigError, match=r"^run_time: 07:30 .* when ajour_to_planday does not tick \(0 5-23"):
+        parse_settings({"run_time": "07:30"}, spec=spec)

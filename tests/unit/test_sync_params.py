@@ -117,6 +117,8 @@ def test_work_item_xcom_carries_keys_only():
         "window_end",
         "mode",
         "force_delivery",
+        "due_at",
+        "shard",
     }
 
 

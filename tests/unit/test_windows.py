@@ -175,7 +175,7 @@ def test_the_weekday_is_the_fetch_day_not_the_sales_day():
 
 
 def test_the_weekday_is_taken_in_the_accounts_timezone():
-    tick = utc(2026, 11, 19, 23, 30)  # Thursday in UTC, Friday 00:30 in Copenhagen
+    tick = utc(2026, 11, 19, 23, 0)  # Thursday in UTC, Friday 00:00 in Copenhagen
     assert is_due(settings(run_time="00:00", weekdays=["fri"]), tick).due
     not_due = is_due(settings(run_time="00:00", weekdays=["thu"]), tick)
     assert not not_due.due and not_due.reason == "fri is not a fetch day"

@@ -1,23 +1,25 @@
 """Thin Airflow operators: each wires one step of :mod:`tillflow.sync` to Airflow.
 
-They fetch the connection, open the store, label the mapped task instance with the account, turn
-known errors into the right task outcome and keep secrets out of errors:
+``plan`` decides which accounts run and writes the run's work list; ``run`` (mapped over shards, or
+over accounts on a manual run that names them) runs its accounts concurrently; ``report`` summarises
+the run and fails it — with one e-mail naming every failed account — if any account failed.
 
-- bad settings / refused credentials → ``AirflowFailException`` (no retry storm);
-- unmapped source keys → ``AirflowSkipException`` (the account shows *needs_mapping*, others run);
-- anything else → re-raised, so Airflow retries the task per the spec.
+Outcomes of ``run``: a failure a retry may cure (5xx/timeouts that outlived the HTTP policy, a killed
+worker) fails the task so Airflow retries it, and the retry runs only the accounts that did not finish;
+permanent failures (refused credentials, bad settings, a 4xx the vendor will answer again, rows the
+target refused) → ``AirflowFailException``, no retry storm; unmapped source keys are not failures (the
+account's flow shows *needs_mapping* and is tried again at its next run).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseHook, BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from tillflow import sync
-from tillflow.errors import AuthError, ConfigError, NeedsMapping
+from tillflow.errors import ConfigError
 from tillflow.masking import one_line
 from tillflow.sources.base import ConnectionInfo
 from tillflow.specs import IntegrationSpec
@@ -34,111 +36,128 @@ def connection_info(conn_id: str) -> ConnectionInfo:
     return ConnectionInfo.from_airflow(conn_id, conn)
 
 
-class _StepOperator(BaseOperator):
-    """Base of the per-account steps. ``item`` is a :class:`tillflow.sync.WorkItem` as a dict."""
-
-    template_fields: Sequence[str] = ("item", "upstream")
-    ui_color = "#e8f4ea"
-
-    def __init__(self, *, spec: IntegrationSpec, item: Any, upstream: Any = None, **kwargs: Any) -> None:
-        kwargs.setdefault("map_index_template", LABEL_TEMPLATE)
-        super().__init__(**kwargs)
-        self.spec = spec
-        self.item = item
-        self.upstream = upstream
-        self.known_secrets: list[str] = []
-
-    def execute(self, context: Any) -> Any:
-        from tillflow.store import Store
-
-        item = sync.WorkItem.from_xcom(self.item)
-        context["tillflow_label"] = item.label
-        run_id = context["run_id"]
-        with Store.open() as store:
-            try:
-                return self.step(store, item, run_id=run_id, dag_id=self.dag_id)
-            except NeedsMapping as exc:
-                raise AirflowSkipException(f"{item.name}: needs mapping — {exc}") from None
-            except (AuthError, ConfigError) as exc:
-                message = one_line(exc, self.known_secrets)
-                sync.mark_failed(store, item, run_id, message)
-                raise AirflowFailException(f"{item.name}: {message}") from None
-            except Exception as exc:
-                message = one_line(exc, self.known_secrets)
-                sync.mark_failed(store, item, run_id, message)
-                raise
-
-    def conn(self, conn_id: str) -> ConnectionInfo:
-        info = connection_info(conn_id)
-        self.known_secrets.extend(info.secrets())
-        return info
-
-    def step(self, store: Any, item: sync.WorkItem, *, run_id: str, dag_id: str) -> Any:
-        raise NotImplementedError
-
-
-class FetchOperator(_StepOperator):
-    """Call the POS for the account's window and land the raw payloads. Returns landing ids."""
-
-    def step(self, store, item, *, run_id, dag_id):
-        account = store.account_by_id(item.account_id)
-        return sync.fetch(store, self.spec, item, self.conn(account.conn_id), dag_id=dag_id, run_id=run_id)
-
-
-class MapOperator(_StepOperator):
-    """Parse landed pages, send bad records to rejects, map source keys to target keys. Returns a batch id."""
-
-    def step(self, store, item, *, run_id, dag_id):
-        return sync.map_rows(store, self.spec, item, list(self.upstream or []), run_id=run_id)
-
-
-class UpsertOperator(_StepOperator):
-    """Merge the mapped batch into the canonical tables with the account's write mode. Returns counts."""
-
-    def step(self, store, item, *, run_id, dag_id):
-        return sync.upsert(store, item, int(self.upstream), run_id=run_id)
-
-
-class DeliverOperator(_StepOperator):
-    """Send the rows that changed since their last delivery to the target. Returns counts."""
-
-    def step(self, store, item, *, run_id, dag_id):
-        account = store.account_by_id(item.account_id)
-        return sync.deliver(store, self.spec, item, self.conn(account.target_conn(self.spec.target)), run_id=run_id)
+def _run_kind(context: Any) -> str:
+    run_type = str(getattr(context["dag_run"], "run_type", "")).lower()
+    return "manual" if "manual" in run_type else "backfill" if "backfill" in run_type else "scheduled"
 
 
 class PlanOperator(BaseOperator):
-    """Decide which accounts run now (their hour, weekdays, active flag, or the manual run's Params)."""
+    """Decide which accounts run now (due times, active flag, or the manual run's Params) and shard them.
+
+    Also the step that brings the tillflow schema up to date (once per run, under an advisory lock).
+    """
 
     ui_color = "#f0ead6"
 
-    def __init__(self, *, spec: IntegrationSpec, **kwargs: Any) -> None:
+    def __init__(self, *, spec: IntegrationSpec, flows: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
+        self.flows = list(flows)
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         from tillflow.store import Store
 
+        kind = _run_kind(context)
         dag_run = context["dag_run"]
-        run_type = str(getattr(dag_run, "run_type", "")).lower()
-        manual = "manual" in run_type
         try:
             params = sync.RunParams.from_params(dict(context.get("params") or {}))
-            with Store.open() as store:
+            with Store.open(migrate_schema=True) as store:
                 when = context.get("logical_date") or dag_run.run_after
-                planned = sync.plan(store, self.spec, logical_date=when, params=params, manual=manual)
+                planned = sync.plan_run(
+                    store,
+                    self.spec,
+                    [self.spec.flow(f) for f in self.flows],
+                    dag_id=self.dag_id,
+                    run_id=context["run_id"],
+                    logical_date=when,
+                    params=params,
+                    manual=kind == "manual",
+                    backfill=kind == "backfill",
+                )
         except (ConfigError, ValueError) as exc:
             raise AirflowFailException(one_line(exc)) from None
         for key, why in sorted(planned.not_run.items()):
             self.log.info("not running %s: %s", key, why)
         for item in planned.items:
-            self.log.info("running %s (%s, %s)", item.label, item.flow, item.mode)
+            self.log.info("running %s %s (%s) in shard %d", item.label, item.flow, item.mode, item.shard)
+        self.log.info(
+            "%s run: %d account flow(s) in %d shard(s), %d not run",
+            kind,
+            len(planned.items),
+            len(planned.shards),
+            len(planned.not_run),
+        )
         context["ti"].xcom_push(key="not_run", value=planned.not_run)
-        return [i.to_xcom() for i in planned.items]
+        return planned.shards
+
+
+class RunAccountsOperator(BaseOperator):
+    """Run one shard's accounts concurrently: fetch → map → upsert → deliver per account, in threads.
+
+    Mapped over the plan's shards; each instance is labelled with its shard or, on a manual run that
+    names accounts, with the account. A retry runs only the accounts of the shard that did not finish.
+    """
+
+    template_fields = ("shard",)
+    ui_color = "#e8f4ea"
+
+    def __init__(self, *, spec: IntegrationSpec, shard: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("map_index_template", LABEL_TEMPLATE)
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.shard = shard
+        self.known_secrets: list[str] = []
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        shard = dict(self.shard)
+        context["tillflow_label"] = shard["label"]
+        cache: dict[str, ConnectionInfo | Exception] = {}
+
+        def prefetch(ids: list[str]) -> None:
+            for conn_id in ids:
+                if conn_id in cache:
+                    continue
+                try:
+                    info = connection_info(conn_id)
+                    self.known_secrets.extend(info.secrets())
+                    cache[conn_id] = info
+                except ConfigError as exc:
+                    cache[conn_id] = exc
+
+        def conns(conn_id: str) -> ConnectionInfo:
+            found = cache.get(conn_id)
+            if found is None:
+                raise ConfigError(f"connection: {conn_id!r} was not looked up for this shard")
+            if isinstance(found, Exception):
+                raise found
+            return found
+
+        result = sync.run_shard(
+            self.spec,
+            dag_id=self.dag_id,
+            run_id=context["run_id"],
+            shard=int(shard["shard"]),
+            conns=conns,
+            prefetch=prefetch,
+            secrets=self.known_secrets,
+        )
+        summary = {
+            "accounts": len(result.outcomes),
+            "ok": sum(o.status == "success" for o in result.outcomes),
+            "needs_mapping": sum(o.status == "needs_mapping" for o in result.outcomes),
+            "failed": len(result.failed),
+            "seconds": round(result.seconds, 1),
+        }
+        names = "; ".join(f"{o.item.account_key} {o.item.flow}: {o.error}" for o in result.failed)
+        if result.retryable:
+            raise AirflowException(f"{len(result.failed)} account flow(s) failed, a retry runs them: {names}"[:1000])
+        if result.failed:
+            raise AirflowFailException(f"{len(result.failed)} account flow(s) failed for good: {names}"[:1000])
+        return summary
 
 
 class ReportOperator(BaseOperator):
-    """Summarise the run per account from the activity log; fail the run if any account failed."""
+    """Summarise the run per account from the activity log; fail the run (one e-mail) if any account failed."""
 
     ui_color = "#eae6f4"
 
@@ -157,6 +176,9 @@ class ReportOperator(BaseOperator):
             text, failed = sync.report(store, context["run_id"], not_run)
         self.log.info("run summary\n%s", text)
         if failed:
-            names = ", ".join(f"{r['name']} ({r['account_key']}): {r['error']}" for r in failed)
+            names = ", ".join(
+                f"{r['name']} ({r['account_key']}) {r['flow']} {r['window_start']}..{r['window_end']}: {r['error']}"
+                for r in failed
+            )
             raise AirflowFailException(f"{len(failed)} account(s) failed: {names}"[:1000])
         return {"failed": 0, "not_run": len(not_run)}

@@ -29,6 +29,7 @@ from tillflow.sources.base import Window
 from tillflow.specs import AccountSettings, WriteMode, check_account_key, parse_settings
 from tillflow.store.db import connect, database_url
 from tillflow.store.migrate import migrate
+from tillflow.store.runs import RunStateMixin
 
 _MODE_CONDITION = {
     "overwrite": "TRUE",
@@ -48,6 +49,7 @@ class Account:
     settings: AccountSettings
     status: str = "ok"
     status_detail: str = ""
+    created_at: Any = None
 
     def target_conn(self, target: str) -> str:
         """The Airflow connection of the target side: its own, or ``<target>_<account key>``."""
@@ -81,10 +83,11 @@ def _row_to_account(row: dict[str, Any]) -> Account:
         settings=parse_settings(row["settings"], where=f"account {row['account_key']} settings"),
         status=row["status"],
         status_detail=row["status_detail"],
+        created_at=row.get("created_at"),
     )
 
 
-class Store:
+class Store(RunStateMixin):
     """One open connection to the tillflow database. Methods commit their own unit of work."""
 
     def __init__(self, conn: psycopg.Connection):
@@ -183,7 +186,10 @@ class Store:
                 (Jsonb(settings.to_json()), account_id),
             )
 
-    def set_status(self, account_id: int, status: str, detail: str = "") -> None:
+    def set_status(self, account_id: int, status: str, detail: str = "", *, flow: str | None = None) -> None:
+        """An account's status; with ``flow``, that flow's status (the account's becomes the worst of its flows)."""
+        if flow is not None:
+            return self.set_flow_status(account_id, flow, status, detail)
         with self.conn.transaction():
             self.conn.execute(
                 "UPDATE tillflow.accounts SET status = %s, status_detail = %s, updated_at = now() WHERE id = %s",
@@ -547,11 +553,12 @@ class Store:
     # ---------------------------------------------------------------- delivery
 
     def pending_deliveries(
-        self, account_id: int, *, window: Window | None = None, force: bool = False
+        self, account_id: int, *, window: Window | None = None, force: bool = False, hourly: bool | None = None
     ) -> list[TargetRow]:
         """Canonical rows whose value differs from what was last delivered (or never was, or failed).
 
-        ``force`` re-sends every row of ``window`` (a manual re-sync).
+        ``force`` re-sends every row of ``window`` (a manual re-sync). ``hourly`` picks hour rows (True)
+        or whole-day rows (False); ``None`` both.
         """
         rows = self.conn.execute(
             """
@@ -561,9 +568,11 @@ class Store:
              WHERE r.account_id = %(a)s
                AND (%(s)s::date IS NULL OR r.business_date BETWEEN %(s)s AND %(e)s)
                AND (%(force)s OR d.account_id IS NULL OR d.amount <> r.amount OR d.status = 'failed')
+               AND (%(hourly)s::boolean IS NULL OR (r.hour >= 0) = %(hourly)s)
              ORDER BY r.business_date, r.target_key, r.hour
             """,
             {
+                "hourly": hourly,
                 "a": account_id,
                 "s": window.start if window else None,
                 "e": window.end if window else None,
@@ -577,17 +586,26 @@ class Store:
         ]
 
     def record_delivery(
-        self, account_id: int, row: TargetRow, status: str, *, detail: str = "", run_id: str | None = None
+        self,
+        account_id: int,
+        row: TargetRow,
+        status: str,
+        *,
+        detail: str = "",
+        run_id: str | None = None,
+        target_id: str | None = None,
     ) -> None:
+        """What was sent for one canonical row, and the target's own id for it when it told us one."""
         with self.conn.transaction():
             self.conn.execute(
                 """
                 INSERT INTO tillflow.delivery_state
-                       (account_id, target_key, business_date, hour, amount, status, detail, run_id)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                       (account_id, target_key, business_date, hour, amount, status, detail, run_id, target_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (account_id, target_key, business_date, hour) DO UPDATE
                    SET amount = EXCLUDED.amount, status = EXCLUDED.status, detail = EXCLUDED.detail,
-                       run_id = EXCLUDED.run_id, attempts = tillflow.delivery_state.attempts + 1, updated_at = now()
+                       run_id = EXCLUDED.run_id, attempts = tillflow.delivery_state.attempts + 1, updated_at = now(),
+                       target_id = coalesce(EXCLUDED.target_id, tillflow.delivery_state.target_id)
                 """,
                 (
                     account_id,
@@ -598,12 +616,13 @@ class Store:
                     status,
                     detail[:500],
                     run_id,
+                    target_id,
                 ),
             )
 
     def delivery_state(self, account_id: int) -> list[dict[str, Any]]:
         rows = self.conn.execute(
-            "SELECT target_key, business_date, NULLIF(hour, -1) AS hour, amount, status, detail, attempts"
+            "SELECT target_key, business_date, NULLIF(hour, -1) AS hour, amount, status, detail, attempts, target_id"
             " FROM tillflow.delivery_state WHERE account_id = %s ORDER BY business_date, target_key",
             (account_id,),
         ).fetchall()
@@ -625,7 +644,7 @@ class Store:
                 (dag_id, run_id, account_id, flow, window.start if window else None, window.end if window else None),
             )
 
-    _COUNTERS = ("fetched", "upserted", "unchanged", "kept", "rejected", "delivered", "skipped")
+    _COUNTERS = ("fetched", "upserted", "unchanged", "kept", "rejected", "delivered", "skipped", "failed")
 
     def activity_update(
         self,

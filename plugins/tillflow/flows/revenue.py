@@ -1,0 +1,65 @@
+"""Revenue: what the POS sold per source key (location, revenue group, branch), summed per target key.
+
+* **daily** (``revenue``): one value per target key and business day — Planday revenue units,
+  Shiftbase team days. Closed business days with lookback (Ajour: the account's hour fetches the days
+  before), or the open day plus lookback for intra-day flows (MplusKASSA every 15 minutes).
+* **hourly** (``revenue_hourly``): one value per target key, business day and hour of that business
+  day — Eitje revenue groups. The open day plus lookback by default.
+
+Canonical table ``tillflow.revenue``, key (account, target key, business date, hour; -1 = whole day).
+Source keys carrying data must be mapped (or marked inactive) before the account syncs. Delivery is a
+keyed upsert. Per-flow settings: ``vat`` (incl/excl) overrides the account's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from tillflow.delivery.keyed import deliver_keyed
+from tillflow.flows.base import FlowKind
+from tillflow.mapping import apply_mapping
+from tillflow.records import RevenueLine
+
+
+class RevenueSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vat: Literal["incl", "excl"] | None = None
+
+
+class DailyRevenue(FlowKind):
+    name: ClassVar[str] = "revenue"
+    record = RevenueLine
+    table: ClassVar[str] = "revenue"
+    key: ClassVar[tuple[str, ...]] = ("target_key", "business_date", "hour")
+    windows = ("closed_days", "open_day")
+    gate = "with_data"
+    delivery = "keyed_upsert"
+    settings_model = RevenueSettings
+    hourly: ClassVar[bool] = False
+
+    def parse(self, source_cls: Any, page: Any) -> tuple[Sequence[RevenueLine], Sequence[Any]]:
+        lines, rejects = source_cls.parse_page(page)
+        if not self.hourly:  # a source that reports hours still feeds a daily flow: sum them per day
+            lines = [ln if ln.hour is None else ln.model_copy(update={"hour": None}) for ln in lines]
+        return lines, rejects
+
+    def map(self, records, rules, *, account, flow_settings, mapping_kind: str = "location"):
+        vat = (flow_settings.vat if flow_settings is not None else None) or account.settings.vat
+        return apply_mapping(records, rules, vat=vat, kind=mapping_kind)
+
+    def upsert(self, store, account_id, rows, *, mode, run_id) -> dict[str, int]:
+        result = store.upsert_revenue(account_id, rows, mode=mode, run_id=run_id)
+        return {"upserted": result.upserted, "unchanged": result.unchanged, "kept": result.kept}
+
+    def deliver(self, store, item, client, *, run_id, log=None) -> dict[str, int]:
+        return deliver_keyed(store, item, client, kind=self.name, hourly=self.hourly, run_id=run_id, label=item.label)
+
+
+class HourlyRevenue(DailyRevenue):
+    name: ClassVar[str] = "revenue_hourly"
+    windows = ("open_day", "closed_days")
+    hourly: ClassVar[bool] = True
