@@ -290,3 +290,92 @@ def test_manual_window_too_long_names_the_dates():
     with pytest.raises(ValueError) as exc:
         manual_window(date(2025, 1, 1), date(2026, 2, 5))
     assert "2025-01-01" in str(exc.value) and "2026-02-05" in str(exc.value)
+
+
+# ---------------------------------------------------------------- intra-day windows and due times
+
+
+def test_the_open_day_window_holds_today_and_the_lookback_days_before_it():
+    from tillflow.windows import open_day_window
+
+    at = local(CPH, 2026, 11, 20, 11, 15)
+    assert open_day_window(settings(lookback_days=1), at) == Window(date(2026, 11, 19), date(2026, 11, 20))
+    # 02:00 on Saturday still belongs to Friday's business day: Friday stays open until the cutoff
+    night = local(CPH, 2026, 11, 21, 2, 0)
+    assert open_day_window(settings(lookback_days=1), night) == Window(date(2026, 11, 19), date(2026, 11, 20))
+    # never before the start date
+    started = settings(lookback_days=3, start_date="2026-11-19")
+    assert open_day_window(started, at) == Window(date(2026, 11, 19), date(2026, 11, 20))
+
+
+@pytest.mark.parametrize("tz", CET_ZONES)
+def test_the_open_day_on_dst_days_is_the_same_business_day_all_day(tz):
+    from tillflow.windows import open_day_window
+
+    s = settings(timezone=tz, lookback_days=1)
+    # the business day of Saturday 2026-10-24 runs 05:00 CEST → Sunday 05:00 CET: 25 hours
+    start = local(tz, 2026, 10, 24, 5, 0).astimezone(UTC)
+    for hour in range(26):
+        at = start + timedelta(hours=hour)
+        expect = date(2026, 10, 24) if hour < 25 else date(2026, 10, 25)
+        assert open_day_window(s, at).end == expect, (hour, at)
+    # the business day of Saturday 2026-03-28 runs 05:00 CET → Sunday 05:00 CEST: 23 hours
+    start = local(tz, 2026, 3, 28, 5, 0).astimezone(UTC)
+    assert open_day_window(s, start + timedelta(hours=22, minutes=59)).end == date(2026, 3, 28)
+    assert open_day_window(s, start + timedelta(hours=23)).end == date(2026, 3, 29)
+
+
+def test_a_last_success_widens_the_window_to_the_days_missed_since():
+    from tillflow.windows import MAX_CATCH_UP_DAYS, flow_window
+
+    s = settings(lookback_days=1)
+    at = local(CPH, 2026, 11, 20, 11, 15)
+    assert flow_window("open_day", None, s, at) == Window(date(2026, 11, 19), date(2026, 11, 20))
+    since = local(CPH, 2026, 11, 16, 22, 0)  # the scheduler was down from Monday evening
+    assert flow_window("open_day", None, s, at, since=since) == Window(date(2026, 11, 16), date(2026, 11, 20))
+    long_ago = at - timedelta(days=400)
+    widest = flow_window("open_day", None, s, at, since=long_ago)
+    assert widest.start == date(2026, 11, 20) - timedelta(days=MAX_CATCH_UP_DAYS)
+    assert flow_window("snapshot", None, s, at, since=since) == Window(date(2026, 11, 20), date(2026, 11, 20))
+
+
+def test_every_tick_flows_are_due_on_every_tick_but_never_when_paused():
+    from tillflow.windows import due_on_tick
+
+    tick = utc(2026, 11, 22, 13, 45)  # a Sunday: weekdays are run times, not for every-tick flows
+    due = due_on_tick(settings(weekdays=["mon"]), "every_tick", tick, last_due_at=tick)
+    assert due.due and due.due_at == tick
+    assert due_on_tick(settings(active=False), "every_tick", tick, last_due_at=None).reason == "paused"
+
+
+def test_a_run_time_is_served_once_and_a_missed_one_is_caught_up_once():
+    from tillflow.windows import due_on_tick
+
+    s = settings(run_time="07:00")
+    seven = local(CPH, 2026, 11, 20, 7, 0).astimezone(UTC)
+    nine = seven + timedelta(hours=2)
+    known = seven - timedelta(days=30)
+    assert due_on_tick(s, "account_run_time", seven, last_due_at=None, known_since=known).due_at == seven
+    assert not due_on_tick(s, "account_run_time", seven, last_due_at=seven, known_since=known).due  # a rerun
+    missed = due_on_tick(s, "account_run_time", nine, last_due_at=seven - timedelta(days=1), known_since=known)
+    assert missed.due_at == seven and missed.reason.startswith("catching up the run due Fri 07:00")
+    assert not due_on_tick(s, "account_run_time", nine, last_due_at=seven, known_since=known).due
+    # not caught up: a run time from before the account existed, or older than the catch-up limit
+    assert not due_on_tick(s, "account_run_time", nine, last_due_at=None, known_since=nine).due
+    fridays = settings(run_time="07:00", weekdays=["fri"])
+    saturday_night = seven + timedelta(hours=39)  # 39 h after Friday 07:00, the last run time
+    args = {"last_due_at": seven - timedelta(days=7), "known_since": known}
+    assert due_on_tick(fridays, "account_run_time", saturday_night, **args).due_at == seven
+    assert not due_on_tick(fridays, "account_run_time", saturday_night, catch_up=timedelta(hours=12), **args).due
+
+
+def test_a_run_time_on_a_day_that_is_not_a_fetch_day_is_not_caught_up():
+    from tillflow.windows import due_on_tick
+
+    s = settings(run_time="07:00", weekdays=["thu"])
+    friday_nine = local(CPH, 2026, 11, 20, 9, 0).astimezone(UTC)
+    thursday_seven = local(CPH, 2026, 11, 19, 7, 0).astimezone(UTC)
+    due = due_on_tick(s, "account_run_time", friday_nine, last_due_at=None, known_since=thursday_seven)
+    assert due.due_at == thursday_seven  # Thursday's run was missed: served on Friday, once
+    done = due_on_tick(s, "account_run_time", friday_nine, last_due_at=thursday_seven, known_since=thursday_seven)
+    assert not done.due and done.reason == "fri is not a fetch day"
