@@ -115,10 +115,11 @@ def cmd_accounts_active(args: argparse.Namespace, *, active: bool) -> int:
 
 
 def cmd_accounts_list(args: argparse.Namespace) -> int:
-    integration = spec_for(args.integration).dag_id if args.integration else None
+    integration = spec_for(args.integration).integration if args.integration else None
     with _open_store() as store:
         accounts = store.list_accounts(integration)
         last = store.last_runs(integration)
+        flows = store.flow_states(a.id for a in accounts)
     rows = []
     for a in accounts:
         run = last.get(a.id)
@@ -135,6 +136,7 @@ def cmd_accounts_list(args: argparse.Namespace) -> int:
                 "lookback": a.settings.lookback_days,
                 "vat": a.settings.vat,
                 "write_mode": a.settings.write_mode,
+                "flows": {f: _flow_json(st) for (acc_id, f), st in sorted(flows.items()) if acc_id == a.id},
                 "last_run": None
                 if not run
                 else {
@@ -165,6 +167,20 @@ def cmd_accounts_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flow_json(state: dict[str, Any]) -> dict[str, Any]:
+    """One flow's state for the CLI (status, last success, the due time it served, last window)."""
+    window = f"{state['last_window_start']}..{state['last_window_end']}" if state["last_window_start"] else None
+    return {
+        "status": state["status"],
+        "detail": state["status_detail"],
+        "last_success": state["last_success_at"].isoformat(timespec="seconds") if state["last_success_at"] else None,
+        "last_due": state["last_due_at"].isoformat(timespec="minutes") if state["last_due_at"] else None,
+        "last_window": window,
+        "backfill_due": state["backfill_due_at"],
+        "backfill_done": state["backfill_done_at"],
+    }
+
+
 def cmd_accounts_show(args: argparse.Namespace) -> int:
     spec = spec_for(args.integration)
     with _open_store() as store:
@@ -173,6 +189,7 @@ def cmd_accounts_show(args: argparse.Namespace) -> int:
 
         kind = get_source(spec.source).mapping_kind
         rules = store.mappings(a.id, kind)
+        flows = {f: _flow_json(st) for (_, f), st in sorted(store.flow_states([a.id]).items())}
     print(
         json.dumps(
             {
@@ -184,6 +201,7 @@ def cmd_accounts_show(args: argparse.Namespace) -> int:
                 "status": a.status,
                 "status_detail": a.status_detail,
                 "settings": a.settings.to_json(),
+                "flows": flows,
                 "mappings": {k: (r.target_key if not r.inactive else "inactive") for k, r in sorted(rules.items())},
             },
             indent=2,

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 def health_rows(store: Any) -> list[dict[str, Any]]:
     """One row per account: its state, its last run and how many rows still wait for delivery."""
     last = store.last_runs()
+    flows = store.flow_states()
     rows = []
     for a in store.list_accounts():
         run = last.get(a.id)
@@ -26,6 +27,7 @@ def health_rows(store: Any) -> list[dict[str, Any]]:
         rows.append({
             "integration": a.integration, "account": a.key, "name": a.name, "active": a.settings.active,
             "status": a.status, "detail": a.status_detail, "pending_delivery": pending, "rejects": rejects,
+            "flows": {f: st["status"] for (acc, f), st in sorted(flows.items()) if acc == a.id},
             "last_run_at": run["started_at"].isoformat(timespec="seconds") if run else None,
             "last_run_status": run["status"] if run else None,
             "last_window": f"{run['window_start']}..{run['window_end']}" if run else None,

@@ -40,35 +40,54 @@ def standalone(tmp_path, pg_url, mail_server):
 
     def start():
         port = free_port()
-        env.update({
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__PARALLELISM": "2",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "PYTHONPATH": os.pathsep.join(sys.path),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        })
-        procs.append(subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env,
-                                      stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
+        env.update(
+            {
+                **os.environ,
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CORE__PARALLELISM": "2",
+                "AIRFLOW__API__PORT": str(port),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+                "PYTHONPATH": os.pathsep.join(sys.path),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "airflow", "standalone"],
+                env=env,
+                stdout=log_path.open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
     def airflow(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True, timeout=120
+        )
 
+    def stop():
+        """Stop everything standalone runs (scheduler, workers, API server, DAG processor)."""
+        while procs:
+            proc = procs.pop()
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+    start.stop = stop
     try:
         yield start, airflow, log_path, home
     finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop()
 
 
 def _wait(predicate, timeout: float, what: str, log: Path):
@@ -85,15 +104,22 @@ def _wait(predicate, timeout: float, what: str, log: Path):
 def test_backfill_under_the_real_scheduler(store, sandbox, mail, standalone):
     start, airflow, log, home = standalone
     add_account(store, sandbox, "cafe_nord", company="1001", client="nord", run_time="05:00")
-    add_account(store, sandbox, "wrong_pw", company="2002", client="wrong", password="hunter2-secret",
-                run_time="05:00")
+    add_account(store, sandbox, "wrong_pw", company="2002", client="wrong", password="hunter2-secret", run_time="05:00")
     add_account(store, sandbox, "late", company="3003", client="late", run_time="09:00")  # not due at 05:00
     start()  # the scheduler's workers read the connections from the environment (a secrets backend)
     _wait(lambda: DAG_ID in airflow("dags", "list", "-o", "plain").stdout, 180, "the DAG to be parsed", log)
     unpaused = airflow("dags", "unpause", DAG_ID)
     assert unpaused.returncode == 0, unpaused.stderr[-2000:]
-    created = airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", "2026-11-17T03:30:00+00:00",
-                      "--to-date", "2026-11-17T04:30:00+00:00")
+    created = airflow(
+        "backfill",
+        "create",
+        "--dag-id",
+        DAG_ID,
+        "--from-date",
+        "2026-11-17T03:30:00+00:00",
+        "--to-date",
+        "2026-11-17T04:30:00+00:00",
+    )
     assert created.returncode == 0, created.stderr[-2000:]
 
     def finished():
@@ -103,8 +129,10 @@ def test_backfill_under_the_real_scheduler(store, sandbox, mail, standalone):
 
     rows = _wait(finished, 300, "the backfill run to finish and its report to be mailed", log)
     assert rows["cafe_nord"]["status"] == "success"
-    assert (rows["cafe_nord"]["window_start"], rows["cafe_nord"]["window_end"]) == (date(2026, 11, 14),
-                                                                                     date(2026, 11, 16))
+    assert (rows["cafe_nord"]["window_start"], rows["cafe_nord"]["window_end"]) == (
+        date(2026, 11, 14),
+        date(2026, 11, 16),
+    )
     want = expected(sandbox, "1001", "2026-11-14", "2026-11-16")
     assert {k: v[0] for k, v in planday(sandbox, "nord").items()} == want
     assert rows["wrong_pw"]["status"] == "failed" and "credentials refused" in rows["wrong_pw"]["error"]
@@ -120,3 +148,81 @@ def test_backfill_under_the_real_scheduler(store, sandbox, mail, standalone):
     calls = [r for r in requests.get(f"{sandbox.ajour_url}/_sandbox/requests", timeout=5).json() if r["status"] == 401]
     assert len(calls) == 1, "refused credentials are not retried"
     assert json.dumps(rows["wrong_pw"]["error"]).count("hunter2") == 0
+
+
+MINUTELY = """
+integration: ajour_to_planday_minutely
+description: ajour_to_planday on a one-minute tick (tests only)
+source: ajour
+target: planday
+timezone: UTC
+owners: [data-team@tillflow.example]
+retries: 1
+retry_delay_seconds: 5
+flows:
+  - name: revenue
+    kind: revenue
+    schedule: "* * * * *"
+    due: account_run_time
+    lookback_days: {default: 1, min: 1, max: 31}
+"""
+
+
+def test_a_run_time_missed_while_the_scheduler_was_down_runs_once_after_restart(
+    store, sandbox, mail, standalone, tmp_path, monkeypatch
+):
+    """Stop the scheduler across an account's run time, start it again: the account runs once, late."""
+    from datetime import UTC, datetime, timedelta
+
+    from tillflow.specs import parse_settings
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "ajour_to_planday_minutely.yaml").write_text(MINUTELY)
+    (dags / "ajour_to_planday_minutely.py").write_text(
+        "# airflow dag\nfrom pathlib import Path\nfrom tillflow.factory import build_dags\n"
+        "globals().update(build_dags(Path(__file__).with_suffix('.yaml'), doc_md='Runbook: tests only'))\n"
+    )
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(dags))
+    dag_id = "ajour_to_planday_minutely"
+    account = add_account(store, sandbox, "cafe_nord", company="1001", client="nord", run_time="00:00", timezone="UTC")
+    store.conn.execute("UPDATE tillflow.accounts SET integration = %s WHERE id = %s", (dag_id, account.id))
+    store.conn.commit()
+    start, airflow, log, _home = standalone
+    start()
+    _wait(lambda: dag_id in airflow("dags", "list", "-o", "plain").stdout, 180, "the DAG to be parsed", log)
+    assert airflow("dags", "unpause", dag_id).returncode == 0
+    _wait(
+        lambda: (
+            store.activity() == [] and airflow("dags", "list-runs", dag_id, "-o", "json").stdout.count("success") >= 1
+        ),
+        150,
+        "a first tick that runs nobody",
+        log,
+    )
+    start.stop()  # the scheduler is down from here
+
+    due = (datetime.now(UTC) + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    store.update_settings(
+        account.id, parse_settings({**account.settings.to_json(), "run_time": f"{due:%H:%M}", "timezone": "UTC"})
+    )
+    while datetime.now(UTC) < due + timedelta(seconds=75):  # the run time passes, and the next tick too
+        time.sleep(5)
+    assert store.activity() == []
+    start()
+
+    def ran():
+        rows = [r for r in store.activity() if r["account_id"] == account.id]
+        return rows if rows and all(r["finished_at"] for r in rows) else None
+
+    rows = _wait(ran, 240, "the missed run time to be caught up", log)
+    runs_after = lambda: airflow("dags", "list-runs", dag_id, "-o", "json").stdout  # noqa: E731
+    _wait(lambda: runs_after().count("success") >= 3, 180, "two more ticks after the catch-up", log)
+    rows = [r for r in store.activity() if r["account_id"] == account.id]
+    assert len(rows) == 1, rows  # once: not again at the ticks after it
+    (row,) = rows
+    assert row["status"] == "success" and row["due_at"] == due
+    assert row["run_id"] != f"scheduled__{due.isoformat()}"  # served by a later tick, not its own
+    state = store.flow_state(account.id, "revenue")
+    assert state["last_due_at"] == due and state["status"] == "ok"
+    assert planday(sandbox, "nord")

@@ -340,3 +340,31 @@ def test_importing_the_same_sheet_twice_changes_nothing(store, capsys, account, 
     first = store.snapshot(account.id)
     assert run(capsys, "revenue", "import", str(excel_file))[0] == 1
     assert store.snapshot(account.id) == first
+
+
+def test_accounts_show_and_list_give_each_flows_own_state(store, capsys, account):
+    from datetime import UTC
+
+    from tillflow.sources.base import Window
+
+    store.flow_success(
+        account.id,
+        "revenue",
+        due_at=datetime(2026, 11, 20, 6, 0, tzinfo=UTC),
+        window=Window(date(2026, 11, 18), date(2026, 11, 19)),
+        run_id="r1",
+    )
+    store.set_flow_status(account.id, "hourly", "needs_mapping", "unmapped revenue_group(s): G7")
+    code, out, _ = run(capsys, "accounts", "show", "bar-nord")
+    flows = json.loads(out)["flows"]
+    assert flows["revenue"]["status"] == "ok" and flows["revenue"]["last_window"] == "2026-11-18..2026-11-19"
+    assert flows["revenue"]["last_due"] == "2026-11-20T06:00+00:00"
+    assert flows["hourly"] == {**flows["hourly"], "status": "needs_mapping", "last_success": None}
+    # the account's summary status is the worst of its flows; one flow never overwrote the other
+    assert json.loads(out)["status"] == "needs_mapping"
+    assert json.loads(out)["status_detail"] == "hourly: unmapped revenue_group(s): G7"
+    code, out, _ = run(capsys, "accounts", "list", "--json")
+    (row,) = json.loads(out)
+    assert {f: v["status"] for f, v in row["flows"].items()} == {"hourly": "needs_mapping", "revenue": "ok"}
+    store.flow_success(account.id, "hourly", due_at=None, window=None, run_id="r2")
+    assert store.get_account(INTEGRATION, "bar-nord").status == "ok"
