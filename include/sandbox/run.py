@@ -117,6 +117,8 @@ def cmd_start(args) -> int:
         str(args.ajour_port),
         "--planday-port",
         str(args.planday_port),
+        "--latency-ms",
+        str(args.latency_ms),
         "--ready-file",
         str(ready_path.resolve()),
     ]
@@ -206,7 +208,9 @@ def cmd_serve(args) -> int:
     from sandbox.server import Sandbox
 
     try:
-        sandbox = Sandbox(ajour_port=args.ajour_port, planday_port=args.planday_port, host=args.host).start()
+        sandbox = Sandbox(
+            ajour_port=args.ajour_port, planday_port=args.planday_port, host=args.host, latency_ms=args.latency_ms
+        ).start()
     except OSError as exc:
         print(
             f"cannot listen on {args.host} ports {args.ajour_port}/{args.planday_port}: {exc}"
@@ -244,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--ajour-port", type=int, default=8701, help="0 = any free port")
         p.add_argument("--planday-port", type=int, default=8702, help="0 = any free port")
         p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--latency-ms", type=float, default=0, help="answer every API call after this long")
         if name == "serve":
             p.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
         else:

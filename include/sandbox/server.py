@@ -85,6 +85,34 @@ def json_response(status: int, obj, headers: dict[str, str] | None = None) -> Re
     return Response(status, json.dumps(obj, default=_json_default).encode(), hdrs)
 
 
+class Number:
+    """A money value the vendor sends as a JSON number (exact digits, never through float)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Decimal) -> None:
+        self.value = value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def json_numbers_response(status: int, obj, headers: dict[str, str] | None = None) -> Response:
+    """Like :func:`json_response`, with :class:`Number` values written as JSON numbers."""
+    marks: dict[str, str] = {}
+
+    def default(o):
+        if isinstance(o, Number):
+            key = f"\x00num{len(marks)}\x00"
+            marks[key] = format(o.value, "f")
+            return key
+        return _json_default(o)
+
+    text = json.dumps(obj, default=default)
+    for key, digits in marks.items():
+        text = text.replace(json.dumps(key), digits)
+    hdrs = {"Content-Type": "application/json; charset=utf-8"}
+    hdrs.update(headers or {})
+    return Response(status, text.encode(), hdrs)
+
+
 def _json_default(obj):
     if isinstance(obj, Decimal):
         return money(obj)
@@ -106,8 +134,11 @@ def parse_date(value, name: str) -> dt.date:
         raise BadRequest(f"parameter '{name}' is not a valid date: {value!r}") from None
 
 
-def parse_amount(value, name: str) -> Decimal:
-    """A JSON number (int or Decimal via parse_float) or a decimal string → Decimal quantized to cents."""
+def parse_amount(value, name: str, *, number_only: bool = False) -> Decimal:
+    """A JSON number (int or Decimal via parse_float) or a decimal string → Decimal quantized to cents.
+    ``number_only``: a string is refused (a vendor whose DTO types the field as a number)."""
+    if number_only and not isinstance(value, int | float | Decimal):
+        raise BadRequest(f"'{name}' must be a JSON number, got {type(value).__name__} {value!r}")
     if isinstance(value, bool):
         raise BadRequest(f"'{name}' must be a number or a decimal string")
     if isinstance(value, int):
@@ -221,9 +252,11 @@ class VendorApp:
 
     name = "vendor"
 
-    def __init__(self) -> None:
+    def __init__(self, latency_ms: float = 0) -> None:
         self.lock = threading.RLock()
         self.faults = FaultInjector()
+        self.default_latency_ms = float(latency_ms)
+        self.latency_ms = float(latency_ms)
         self.log: collections.deque = collections.deque(maxlen=LOG_SIZE)
         self.stopping = threading.Event()
         self.reset_state()
@@ -257,6 +290,8 @@ class VendorApp:
                 return self.control(req)
             except BadRequest as exc:
                 return self.error(400, str(exc))
+        if self.latency_ms > 0:  # the vendor's answer time (handler threads sleep side by side)
+            self.stopping.wait(self.latency_ms / 1000)
         resp = self._faulted(req)
         if resp is None:
             try:
@@ -302,6 +337,20 @@ class VendorApp:
             if req.method != "POST":
                 return self.error(405, "use GET or POST")
             return json_response(200, {"faults": self.faults.configure(req.json())})
+        if sub == "config":
+            if req.method == "GET":
+                return json_response(200, {"latency_ms": self.latency_ms})
+            if req.method != "POST":
+                return self.error(405, "use GET or POST")
+            body = req.json()
+            unknown = sorted(set(body) - {"latency_ms"}) if isinstance(body, dict) else ["(not an object)"]
+            if unknown:
+                raise BadRequest(f"unknown config keys: {unknown}; allowed: ['latency_ms']")
+            latency = body.get("latency_ms", self.latency_ms)
+            if isinstance(latency, bool) or not isinstance(latency, int | float | Decimal) or not 0 <= latency <= 60000:
+                raise BadRequest("'latency_ms' must be a number between 0 and 60000")
+            self.latency_ms = float(latency)
+            return json_response(200, {"latency_ms": self.latency_ms})
         if sub == "requests":
             if req.method != "GET":
                 return self.error(405, "use GET")
@@ -321,6 +370,7 @@ class VendorApp:
 
     def reset(self) -> None:
         self.faults.configure({})
+        self.latency_ms = self.default_latency_ms
         with self.lock:
             self.log.clear()
             self.reset_state()
@@ -529,6 +579,7 @@ class PlandayApp(VendorApp):
         self.tokens: dict[str, tuple[str, float]] = {}
         self.windows: dict[str, collections.deque] = {}
         self.portals: dict[str, dict] = {}
+        self.refuse: dict[tuple[int, str], tuple[int, str]] = {}  # (unit, date) → (status, message)
 
     @staticmethod
     def units_for(client_id: str) -> list[dict]:
@@ -673,9 +724,18 @@ class PlandayApp(VendorApp):
             },
         )
 
-    def _parse_revenue(self, body, client_id: str) -> tuple[int, dt.date, Decimal, str] | Response:
+    def _parse_revenue(
+        self, body, client_id: str, *, strict: bool = True
+    ) -> tuple[int, dt.date, Decimal, str] | Response:
+        """Planday's revenue DTO: revenueUnitId integer, date string, turnover number, description string.
+        ``strict=False`` (the sandbox's own hand-entry endpoint) also takes turnover as a decimal string."""
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
+        unknown = sorted(set(body) - {"revenueUnitId", "date", "turnover", "description"})
+        if unknown:
+            raise BadRequest(f"unknown field(s) {unknown}")
+        if "revenueUnitId" not in body or "date" not in body:
+            raise BadRequest(f"'{'revenueUnitId' if 'revenueUnitId' not in body else 'date'}' is required")
         unit_id = body.get("revenueUnitId")
         if isinstance(unit_id, bool) or not isinstance(unit_id, int):
             raise BadRequest("'revenueUnitId' must be an integer")
@@ -684,7 +744,7 @@ class PlandayApp(VendorApp):
         day = parse_date(body.get("date"), "date")
         if "turnover" not in body:
             raise BadRequest("'turnover' is required")
-        turnover = parse_amount(body["turnover"], "turnover")
+        turnover = parse_amount(body["turnover"], "turnover", number_only=strict)
         description = body.get("description")
         if description is not None and not isinstance(description, str):
             raise BadRequest("'description' must be a string")
@@ -711,11 +771,12 @@ class PlandayApp(VendorApp):
         unit_id, day, turnover, description = parsed
         if unit_id == 1003 and day.weekday() == 0:
             return self.error(409, f"No opening day on date {day.isoformat()}")
+        refused = self.refuse.get((unit_id, day.isoformat()))
+        if refused:
+            return self.error(refused[0], refused[1])
         rec = self._store(client_id, unit_id, day, turnover, description, manual=False)
-        return json_response(
-            200,
-            {"data": {k: rec[k] for k in ("revenueUnitId", "date", "turnover", "description")}},
-        )
+        out = {k: rec[k] for k in ("revenueUnitId", "date", "description")}
+        return json_numbers_response(200, {"data": {**out, "turnover": Number(Decimal(rec["turnover"]))}})
 
     def _read_revenue(self, req: Request, client_id: str) -> Response:
         unit_raw = req.arg("revenueUnitId")
@@ -730,15 +791,34 @@ class PlandayApp(VendorApp):
         with self.lock:
             records = [self._record_out(r) for _, r in sorted(self._portal(client_id)["revenue"].items())]
         data = [
-            {k: r[k] for k in ("revenueUnitId", "date", "turnover", "description")}
+            {**{k: r[k] for k in ("revenueUnitId", "date", "description")}, "turnover": Number(Decimal(r["turnover"]))}
             for r in records
             if (unit_id is None or r["revenueUnitId"] == unit_id)
             and (start is None or r["date"] >= start.isoformat())
             and (end is None or r["date"] <= end.isoformat())
         ]
-        return json_response(200, {"data": data})
+        return json_numbers_response(200, {"data": data})
 
     def control_extra(self, req: Request, sub: str) -> Response | None:
+        if sub == "refuse":
+            # make chosen rows answer like a vendor refusal: [{"revenueUnitId", "date", "status", "message"}]
+            if req.method != "POST":
+                return self.error(405, "use POST")
+            rows = req.json()
+            if not isinstance(rows, list):
+                raise BadRequest("body must be a list of {revenueUnitId, date, status, message}")
+            refuse = {}
+            for row in rows:
+                if not isinstance(row, dict) or not isinstance(row.get("revenueUnitId"), int):
+                    raise BadRequest("each row needs an integer revenueUnitId")
+                status = row.get("status", 400)
+                if not isinstance(status, int) or not 400 <= status <= 599:
+                    raise BadRequest("'status' must be an HTTP error status")
+                day = parse_date(row.get("date"), "date")
+                refuse[(row["revenueUnitId"], day.isoformat())] = (status, str(row.get("message") or "Bad Request"))
+            with self.lock:
+                self.refuse = refuse
+            return json_response(200, {"refused": len(refuse)})
         if sub == "tokens/expire":
             if req.method != "POST":
                 return self.error(405, "use POST")
@@ -755,7 +835,7 @@ class PlandayApp(VendorApp):
         if req.method != "POST":
             return self.error(405, "use POST")
         client_id = unquote(match.group(1))
-        parsed = self._parse_revenue(req.json(), client_id)
+        parsed = self._parse_revenue(req.json(), client_id, strict=False)
         if isinstance(parsed, Response):
             return parsed
         unit_id, day, turnover, description = parsed
@@ -804,6 +884,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
+    request_queue_size = 256  # many concurrent clients (a benchmark runs ~30 at once)
 
     def __init__(self, address, app: VendorApp):
         self.app = app
@@ -818,12 +899,14 @@ class _Server(ThreadingHTTPServer):
 class Sandbox:
     """Both vendor servers, each in a daemon thread. ``start()`` returns self; usable as a context manager."""
 
-    def __init__(self, ajour_port: int = 0, planday_port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, ajour_port: int = 0, planday_port: int = 0, host: str = "127.0.0.1", latency_ms: float = 0
+    ) -> None:
         self.host = host
         self.ajour_port = ajour_port
         self.planday_port = planday_port
-        self.ajour = AjourApp()
-        self.planday = PlandayApp()
+        self.ajour = AjourApp(latency_ms)
+        self.planday = PlandayApp(latency_ms)
         self._servers: list[_Server] = []
         self._threads: list[threading.Thread] = []
 

@@ -362,3 +362,28 @@ def test_a_manual_run_naming_accounts_runs_one_labelled_instance_each(store, san
     }
     assert planday(sandbox, "other") == {} and len(planday(sandbox, "nord")) == 3
     assert len(mail.messages) == 1 and "wrong_pw" in mail.messages[0]["subject"]
+
+
+def test_a_target_refusing_one_row_of_fifty_delivers_49_and_is_not_retried(store, sandbox, build, mail):
+    two_units = {"L1": "1001", "L2": "1002", "L3": "1001", "L4": None}
+    a = add_account(store, sandbox, "cafe_nord", company="1001", client="nord", mapping=two_units)
+    requests.post(
+        f"{sandbox.planday_url}/_sandbox/refuse",
+        json=[{"revenueUnitId": 1002, "date": "2026-11-05", "status": 400, "message": "Turnover exceeds the maximum"}],
+        timeout=5,
+    ).raise_for_status()
+    dr = run(build(retries=2), {"date_from": "2026-10-26", "date_to": "2026-11-19"})  # 25 days × 2 units
+    assert dr.state == "failed"
+    (ti,) = [ti for ti in dr.get_task_instances() if ti.task_id == "run"]
+    assert (ti.state, ti.try_number) == ("failed", 1), "a refused row is not retried by Airflow"
+    assert len(planday(sandbox, "nord")) == 49 and ("1002", "2026-11-05") not in planday(sandbox, "nord")
+    states = {(d["target_key"], d["business_date"].isoformat()): d for d in store.delivery_state(a.id)}
+    assert len(states) == 50 and states[("1002", "2026-11-05")]["status"] == "failed"
+    assert "Turnover exceeds the maximum" in states[("1002", "2026-11-05")]["detail"]
+    (act,) = store.activity(run_id=dr.run_id)
+    assert (act["status"], act["delivered"], act["failed"], act["retryable"]) == ("failed", 49, 1, False)
+    posts = [
+        r for r in requests.get(f"{sandbox.planday_url}/_sandbox/requests", timeout=5).json() if r["method"] == "POST"
+    ]
+    assert sum(r["status"] == 400 for r in posts) == 1  # asked once, not three times
+    assert len(mail.messages) == 1 and "refused 1 of 50" in mail.messages[0].get_body().get_content()

@@ -241,9 +241,12 @@ def test_planday_revenue_upsert_and_read_back(sb):
     url = f"{sb.planday_url}/revenue/v1.0/revenue"
     first = session.post(url, json={"revenueUnitId": 1001, "date": "2026-11-24", "turnover": 1234.5}, timeout=5)
     assert first.status_code == 200, first.text
-    assert first.json()["data"]["turnover"] == "1234.50"
+    assert b'"turnover": 1234.50' in first.content  # a JSON number with the exact digits
     second = session.post(
-        url, json={"revenueUnitId": 1001, "date": "2026-11-24", "turnover": "99.9", "description": "x"}, timeout=5
+        url,
+        data=b'{"revenueUnitId": 1001, "date": "2026-11-24", "turnover": 99.9, "description": "x"}',
+        timeout=5,
+        headers={"Content-Type": "application/json"},
     )
     assert second.status_code == 200
     revenue_state = portal_state(sb, "p-rev")["revenue"]
@@ -258,8 +261,8 @@ def test_planday_revenue_upsert_and_read_back(sb):
         }
     ]
     read = session.get(url, params={"revenueUnitId": 1001, "from": "2026-11-01", "to": "2026-11-30"}, timeout=5)
-    assert read.json() == {
-        "data": [{"revenueUnitId": 1001, "date": "2026-11-24", "turnover": "99.90", "description": "x"}]
+    assert read.json(parse_float=Decimal) == {
+        "data": [{"revenueUnitId": 1001, "date": "2026-11-24", "turnover": Decimal("99.90"), "description": "x"}]
     }
     assert session.get(url, params={"revenueUnitId": 1002}, timeout=5).json() == {"data": []}
 
@@ -283,11 +286,21 @@ def test_planday_revenue_validation_and_409(sb):
         ({"revenueUnitId": 1001, "date": "24-11-2026", "turnover": 1}, 400),
         ({"revenueUnitId": 1001, "date": "2026-11-24", "turnover": "12,34,5"}, 400),
         ({"revenueUnitId": 1001, "date": "2026-11-24"}, 400),
-        ({"revenueUnitId": 1003, "date": MONDAY, "turnover": "10.00"}, 409),
+        ({"date": "2026-11-24", "turnover": 1}, 400),
+        ({"revenueUnitId": 1001, "turnover": 1}, 400),
+        ({"revenueUnitId": 1001, "date": "2026-11-24", "turnover": 1, "currency": "DKK"}, 400),
+        ({"revenueUnitId": 1001, "date": "2026-11-24", "turnover": 1, "description": 5}, 400),
+        ({"revenueUnitId": 1003, "date": MONDAY, "turnover": 10}, 409),
     ]
     for body, status in cases:
+        time.sleep(0.11)  # under the portal's 10 requests/s
         resp = session.post(url, json=body, timeout=5)
         assert resp.status_code == status, (body, resp.text)
+    time.sleep(1)
+    # Planday's DTO types turnover as a number: a string is refused, naming the field and the type
+    refused = session.post(url, json={"revenueUnitId": 1001, "date": "2026-11-24", "turnover": "10.00"}, timeout=5)
+    assert refused.status_code == 400
+    assert refused.json() == {"message": "'turnover' must be a JSON number, got str '10.00'"}
     assert session.post(url, json={"revenueUnitId": 1003, "date": MONDAY, "turnover": 1}, timeout=5).json() == {
         "message": f"No opening day on date {MONDAY}"
     }
@@ -468,3 +481,38 @@ def test_run_py_start_status_stop(tmp_path):
         requests.get(f"{info['ajour_url']}/_sandbox/state", timeout=2)
     assert run_py("status", *common, cwd=tmp_path).returncode == 1
     assert run_py("stop", *common, cwd=tmp_path).returncode == 0
+
+
+def test_planday_refuses_chosen_rows_with_a_vendor_message(sb):
+    session = planday_session(sb, "p-ref")
+    url = f"{sb.planday_url}/revenue/v1.0/revenue"
+    rule = [{"revenueUnitId": 1002, "date": "2026-11-20", "status": 400, "message": "Turnover exceeds the maximum"}]
+    assert requests.post(f"{sb.planday_url}/_sandbox/refuse", json=rule, timeout=5).json() == {"refused": 1}
+    bad = session.post(url, json={"revenueUnitId": 1002, "date": "2026-11-20", "turnover": 5}, timeout=5)
+    assert (bad.status_code, bad.json()) == (400, {"message": "Turnover exceeds the maximum"})
+    ok = session.post(url, json={"revenueUnitId": 1001, "date": "2026-11-20", "turnover": 5}, timeout=5)
+    assert ok.status_code == 200
+    assert requests.post(f"{sb.planday_url}/_sandbox/refuse", json={"x": 1}, timeout=5).status_code == 400
+
+
+def test_latency_delays_every_api_call_and_concurrent_calls_overlap(sb):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = f"{sb.ajour_url}/_sandbox/config"
+    assert requests.post(config, json={"latency_ms": 300}, timeout=5).json() == {"latency_ms": 300.0}
+    assert requests.post(config, json={"latency_ms": "fast"}, timeout=5).status_code == 400
+    assert requests.post(config, json={"delay": 1}, timeout=5).status_code == 400
+
+    def call(_):
+        start = time.monotonic()
+        requests.get(f"{sb.ajour_url}/api/v1/locations", timeout=5)
+        return time.monotonic() - start
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:
+        each = list(pool.map(call, range(10)))
+    assert min(each) >= 0.3  # every call waited
+    assert time.monotonic() - started < 1.5  # side by side, not one after the other (10 × 0.3 s = 3 s)
+    requests.post(f"{sb.ajour_url}/_sandbox/reset", timeout=5)
+    assert requests.get(config, timeout=5).json() == {"latency_ms": 0.0}

@@ -230,18 +230,24 @@ def test_planday_refused_refresh_token_is_one_auth_error(sandbox):
     assert [(r["path"], r["status"]) for r in control(sandbox.planday_url, "requests")] == [("/connect/token", 400)]
 
 
-def test_planday_deliver_upserts_with_string_turnover(sandbox):
+def test_planday_deliver_sends_turnover_as_an_exact_json_number(sandbox):
     client = planday(sandbox)
     bodies: list[dict] = []
 
     def record(response, *args, **kwargs):
         if response.request.path_url.endswith("/revenue"):
-            bodies.append(json.loads(response.request.body))
+            bodies.append(response.request.body)
 
     client.http.session.hooks["response"].append(record)
     day = date(2026, 3, 3)
     assert client.deliver("revenue", TargetRow(target_key="1001", business_date=day, amount=Decimal("1234.5")))
-    assert bodies == [{"revenueUnitId": 1001, "date": "2026-03-03", "turnover": "1234.50", "description": "tillflow"}]
+    assert json.loads(bodies[0], parse_float=Decimal) == {
+        "revenueUnitId": 1001,
+        "date": "2026-03-03",
+        "turnover": Decimal("1234.50"),
+        "description": "tillflow",
+    }
+    assert b'"turnover": 1234.50' in bodies[0]  # a number with its exact digits, not a string or a float
     result = client.deliver("revenue", TargetRow(target_key="1001", business_date=day, amount=Decimal("1300")))
     assert result.status == "delivered"
     state = portal_revenue(sandbox)
@@ -333,3 +339,15 @@ def test_secrets_never_in_errors(sandbox):
         client.test_connection()
     token = client.access_token()
     assert "rt-c1" not in str(info.value) and token not in str(info.value)
+
+
+def test_planday_refused_row_raises_a_permanent_remote_error_with_the_vendors_message(sandbox):
+    requests.post(
+        f"{sandbox.planday_url}/_sandbox/refuse",
+        json=[{"revenueUnitId": 1002, "date": "2026-03-03", "status": 400, "message": "Turnover exceeds the maximum"}],
+        timeout=5,
+    ).raise_for_status()
+    with pytest.raises(RemoteError) as exc:
+        planday(sandbox).deliver("revenue", TargetRow(target_key="1002", business_date=date(2026, 3, 3), amount=1))
+    assert exc.value.status == 400 and exc.value.permanent
+    assert "Turnover exceeds the maximum" in str(exc.value)

@@ -176,6 +176,8 @@ class PlandayClient(TargetClient):
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
         ok_extra: tuple[int, ...] = (),
         idempotent: bool | None = None,
     ) -> requests.Response:
@@ -187,7 +189,8 @@ class PlandayClient(TargetClient):
                 path,
                 params=params,
                 json=json,
-                headers={"Authorization": f"Bearer {token}"},
+                data=data,
+                headers={**(headers or {}), "Authorization": f"Bearer {token}"},
                 ok_extra=(*ok_extra, 401),
                 parse_json=True,
                 idempotent=idempotent,
@@ -299,12 +302,19 @@ class PlandayClient(TargetClient):
         payload = {
             "revenueUnitId": unit_id,
             "date": day,
-            "turnover": format(money(row.amount), "f"),
+            "turnover": money(row.amount),  # a JSON number in Planday's DTO, written with its exact digits
             "description": self.description,
         }
         try:
             # idempotent: Planday keeps one value per unit per day, so repeating the POST is harmless
-            response = self._api("POST", _REVENUE_PATH, json=payload, ok_extra=(409,), idempotent=True)
+            response = self._api(
+                "POST",
+                _REVENUE_PATH,
+                data=json_body(payload),
+                headers={"Content-Type": "application/json"},
+                ok_extra=(409,),
+                idempotent=True,
+            )
         except RemoteError as exc:
             if exc.status == 404:
                 raise RemoteError(
@@ -318,6 +328,23 @@ class PlandayClient(TargetClient):
             detail = self.http.mask(str(message or f"HTTP 409 for unit {unit_id} on {day}"))
             return DeliveryResult(status="skipped", detail=detail)
         return DeliveryResult(status="delivered")
+
+
+def json_body(payload: dict[str, Any]) -> bytes:
+    """JSON with Decimal values as JSON numbers carrying their exact digits (never through float)."""
+    marks: dict[str, str] = {}
+
+    def default(value: Any) -> str:
+        if isinstance(value, Decimal):
+            key = f"\x00dec{len(marks)}\x00"
+            marks[key] = format(value, "f")
+            return key
+        raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+    text = json.dumps(payload, default=default)
+    for key, digits in marks.items():
+        text = text.replace(json.dumps(key), digits)
+    return text.encode()
 
 
 def _json(response: requests.Response, *, strict: bool = True) -> Any:
