@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     n = args.rows
     try:
-        with Store.open(url) as store:  # applies the migrations
+        with Store.open(url, migrate_schema=True) as store:  # applies the migrations
             account = store.upsert_account(
                 "bench", "bench", name="Benchmark", conn_id=CONN_ID, settings=AccountSettings()
             )

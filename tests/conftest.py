@@ -89,8 +89,9 @@ _TABLES = "accounts, mappings, raw_landing, revenue, delivery_state, rejects, ac
 @pytest.fixture
 def store(pg_url):
     """An open Store on an empty tillflow schema."""
-    from tillflow.store import Store
+    from tillflow.store import Store, ensure_schema
 
+    ensure_schema(pg_url)
     s = Store.open(pg_url)
     s.conn.execute(f"TRUNCATE {', '.join('tillflow.' + t for t in _TABLES.split(', '))} RESTART IDENTITY CASCADE")
     s.conn.commit()

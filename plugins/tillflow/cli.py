@@ -50,8 +50,9 @@ def spec_for(integration: str | None) -> IntegrationSpec:
 
 
 def _open_store():
-    from tillflow.store import Store
+    from tillflow.store import Store, ensure_schema
 
+    ensure_schema()
     return Store.open()
 
 
@@ -415,12 +416,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from tillflow.store import ensure_schema
     from tillflow.store.db import database_url
 
-    with _open_store():
-        pass
+    applied = ensure_schema()
     url = database_url()
-    print(f"tillflow schema is up to date ({url.split('@')[-1]})")
+    done = f"applied migration(s) {', '.join(f'{v:03d}' for v in applied)}; " if applied else ""
+    print(f"{done}tillflow schema is up to date ({url.split('@')[-1]})")
     return 0
 
 

@@ -158,6 +158,9 @@ def summary(store: Store, urls: dict[str, str]) -> tuple[str, bool]:
 def main(args: Any = None) -> int:
     seed_only = bool(getattr(args, "seed_only", False))
     print("→ embedded PostgreSQL / tillflow schema")
+    from tillflow.store import ensure_schema
+
+    ensure_schema()
     with Store.open() as store:
         print("→ sandbox (Ajour + Planday stand-ins)")
         urls = start_sandbox()

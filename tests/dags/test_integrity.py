@@ -56,7 +56,8 @@ def test_tags_come_from_the_fixed_set(dagbag):
         assert dag.tags, dag_id
         for tag in dag.tags:
             assert tag == "tillflow" or tag.startswith(TAG_PREFIXES), f"{dag_id}: tag {tag!r}"
-        assert any(t.startswith("source:") for t in dag.tags) and any(t.startswith("target:") for t in dag.tags)
+        if dag_id != "tillflow_maintenance":  # integrations name both ends
+            assert any(t.startswith("source:") for t in dag.tags) and any(t.startswith("target:") for t in dag.tags)
 
 
 def test_every_task_retries_and_alerts(dagbag):

@@ -16,7 +16,7 @@ def test_health_lists_accounts_and_flags_pending_and_failures(store, pg_url):
     store.set_status(bad.id, "needs_mapping", "unmapped location(s): L5")
     row = TargetRow(target_key="1001", business_date=date(2026, 11, 20), amount=Decimal("10.00"))
     store.upsert_revenue(ok.id, [row], mode="overwrite")
-    app = create_app(lambda: Store.open(pg_url))
+    app = create_app(lambda: Store.open(pg_url))  # the store fixture migrated it
     client = TestClient(app)
 
     rows = {r["account"]: r for r in client.get("/health.json").json()}

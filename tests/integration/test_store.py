@@ -53,7 +53,7 @@ def count(store: Store, sql: str, *args) -> int:
 def test_migrations_are_applied_once(store, pg_url):
     files = migration_files()
     assert files, "include/sql holds the migrations"
-    with Store.open(pg_url) as again:  # a second open migrates again: nothing to do, nothing doubled
+    with Store.open(pg_url, migrate_schema=True) as again:  # migrating again: nothing to do, nothing doubled
         recorded = again.conn.execute(
             "SELECT version, name FROM tillflow.schema_migrations ORDER BY version"
         ).fetchall()
@@ -66,6 +66,30 @@ def test_migrations_are_applied_once(store, pg_url):
 
 def test_migrate_on_a_store_connection_is_a_no_op(store):
     assert migrate(store.conn) == []
+
+
+def test_opening_the_store_never_migrates_ensure_schema_does_once(pg_url):
+    import uuid
+
+    from tillflow.store import ensure_schema
+
+    name = f"tillflow_fresh_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = psycopg.conninfo.make_conninfo(pg_url, dbname=name)
+    try:
+        with Store.open(url) as store:
+            found = store.conn.execute("SELECT to_regclass('tillflow.schema_migrations') AS t").fetchone()["t"]
+        assert found is None  # opening does not touch the schema
+        assert ensure_schema(url) == [v for v, _, _ in migration_files()]
+        assert ensure_schema(url) == []  # once per process: no second migrate, not even a lock
+        with Store.open(url) as store:
+            assert store.conn.execute("SELECT count(*) AS n FROM tillflow.schema_migrations").fetchone()["n"] == len(
+                migration_files()
+            )
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # ---------------------------------------------------------------- accounts
@@ -486,8 +510,10 @@ def test_revenue_of_an_unknown_account_is_refused_whole(store):
     from tillflow.errors import ConfigError
 
     acc = store.upsert_account("ajour_to_planday", "real", name="Real", conn_id="c", settings=AccountSettings())
-    rows = [(acc.id, "1001", date(2026, 11, 1), None, Decimal("1.00")), (999, "1001", date(2026, 11, 1), None,
-                                                                          Decimal("2.00"))]
+    rows = [
+        (acc.id, "1001", date(2026, 11, 1), None, Decimal("1.00")),
+        (999, "1001", date(2026, 11, 1), None, Decimal("2.00")),
+    ]
     with pytest.raises(ConfigError, match="account_id: no account with id 999"):
         store.upsert_revenue_many(rows, mode="overwrite")
     assert store.revenue(acc.id) == []

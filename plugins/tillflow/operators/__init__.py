@@ -55,13 +55,16 @@ class PlanOperator(BaseOperator):
         self.flows = list(flows)
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
-        from tillflow.store import Store
+        from tillflow.store import Store, ensure_schema
 
         kind = _run_kind(context)
         dag_run = context["dag_run"]
         try:
             params = sync.RunParams.from_params(dict(context.get("params") or {}))
-            with Store.open(migrate_schema=True) as store:
+            applied = ensure_schema()
+            if applied:
+                self.log.info("tillflow schema: applied migration(s) %s", applied)
+            with Store.open() as store:
                 when = context.get("logical_date") or dag_run.run_after
                 planned = sync.plan_run(
                     store,

@@ -3,7 +3,8 @@ delivery state, rejects and the activity log. No Airflow import.
 
 Usage::
 
-    with Store.open() as store:        # resolves the database, applies migrations
+    ensure_schema()                    # once, from an explicit step (CLI, the plan task, a test fixture)
+    with Store.open() as store:        # resolves the database; never migrates on its own
         store.upsert_revenue(account.id, rows, mode="keep_manual", run_id=run_id)
 """
 
@@ -95,7 +96,9 @@ class Store(RunStateMixin):
         self.conn.row_factory = dict_row
 
     @classmethod
-    def open(cls, url: str | None = None, *, migrate_schema: bool = True) -> Store:
+    def open(cls, url: str | None = None, *, migrate_schema: bool = False) -> Store:
+        """A connection to the tillflow database. Migrations run from an explicit step (:func:`ensure_schema`:
+        ``python -m tillflow migrate``, the CLI, each DAG's plan task), not on every open."""
         conn = connect(url or database_url())
         if migrate_schema:
             migrate(conn)
@@ -243,23 +246,17 @@ class Store(RunStateMixin):
     # ---------------------------------------------------------------- raw landing
 
     def land(self, account_id: int, source: str, window: Window, page: RawPage, *, run_id: str | None) -> int:
-        """Store a fetched page (gzip) unless the identical payload for the same window is there already."""
+        """Store a fetched page (gzip) unless the identical payload for the same window is there already
+        (a unique key decides, so two concurrent landers of the same page get the same id)."""
         digest = hashlib.sha256(page.body).hexdigest()
         with self.conn.transaction():
             row = self.conn.execute(
                 """
-                SELECT id FROM tillflow.raw_landing
-                 WHERE account_id = %s AND flow = %s AND window_start = %s AND window_end = %s AND sha256 = %s
-                """,
-                (account_id, page.flow, window.start, window.end, digest),
-            ).fetchone()
-            if row:
-                return row["id"]
-            row = self.conn.execute(
-                """
                 INSERT INTO tillflow.raw_landing (account_id, source, flow, window_start, window_end, request,
                                                   content_type, body_gz, sha256, run_id)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (account_id, flow, window_start, window_end, sha256) DO NOTHING
+                RETURNING id
                 """,
                 (
                     account_id,
@@ -274,6 +271,12 @@ class Store(RunStateMixin):
                     run_id,
                 ),
             ).fetchone()
+            if row is None:
+                row = self.conn.execute(
+                    "SELECT id FROM tillflow.raw_landing WHERE account_id = %s AND flow = %s AND window_start = %s"
+                    " AND window_end = %s AND sha256 = %s",
+                    (account_id, page.flow, window.start, window.end, digest),
+                ).fetchone()
         return row["id"]
 
     def landed(self, landing_ids: Iterable[int]) -> list[tuple[int, RawPage]]:
@@ -314,7 +317,6 @@ class Store(RunStateMixin):
         """Keep mapped rows for the upsert step (XCom carries the batch id, not the data)."""
         payload = [[r.target_key, r.business_date.isoformat(), r.hour, str(r.amount)] for r in rows]
         with self.conn.transaction():
-            self.conn.execute("DELETE FROM tillflow.batches WHERE created_at < now() - interval '14 days'")
             row = self.conn.execute(
                 "INSERT INTO tillflow.batches (account_id, flow, run_id, window_start, window_end, rows)"
                 " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
@@ -723,6 +725,21 @@ class Store(RunStateMixin):
             "landing": q("SELECT id, sha256 FROM tillflow.raw_landing WHERE account_id = %s ORDER BY id"),
             "rejects": q("SELECT id, ref, reason FROM tillflow.rejects WHERE account_id = %s ORDER BY id"),
         }
+
+
+_migrated: set[str] = set()
+
+
+def ensure_schema(url: str | None = None) -> list[int]:
+    """Bring the schema up to date once per process and database (under an advisory lock); cheap after.
+    Returns the migration versions applied now."""
+    url = url or database_url()
+    if url in _migrated:
+        return []
+    with connect(url) as conn:
+        applied = migrate(conn)
+    _migrated.add(url)
+    return applied
 
 
 def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
