@@ -16,7 +16,7 @@ export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS := admin:admin
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/plugins$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv demo test test-fast lint up down bench lock clean
+.PHONY: venv demo test test-fast lint up down bench bench-scale lock clean
 
 venv: $(STAMP)
 $(STAMP): requirements.txt
@@ -55,6 +55,10 @@ down:
 
 bench: venv
 	$(PY) bench/bench_upsert.py
+
+## one cycle of 2,000 accounts through airflow standalone, and the pre-platform baseline (bench/README.md)
+bench-scale: venv
+	$(PY) bench/scale/bench_scale.py --accounts 2000 --baseline-cap-seconds 300
 
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install -q -r requirements.in

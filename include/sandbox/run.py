@@ -1,6 +1,6 @@
 """Start, stop and inspect the vendor sandbox (see CONTRACT.md).
 
-    python include/sandbox/run.py start [--ajour-port 8701 --planday-port 8702] [--state-dir .tillflow]
+    python include/sandbox/run.py start [--ajour-port 8701 --planday-port 8702] [--latency-ms 0] [--state-dir .tillflow]
     python include/sandbox/run.py status|stop [--state-dir .tillflow]
     python include/sandbox/run.py serve [--ajour-port ... --planday-port ...]   # foreground
 
@@ -240,6 +240,16 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _latency(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60000:
+        raise argparse.ArgumentTypeError(f"must be a number of milliseconds between 0 and 60000, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="tillflow vendor sandbox (Ajour + Planday stand-ins)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -248,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--ajour-port", type=int, default=8701, help="0 = any free port")
         p.add_argument("--planday-port", type=int, default=8702, help="0 = any free port")
         p.add_argument("--host", default="127.0.0.1")
-        p.add_argument("--latency-ms", type=float, default=0, help="answer every API call after this long")
+        p.add_argument(
+            "--latency-ms", type=_latency, default=0, help="answer every API call after this long (0..60000)"
+        )
         if name == "serve":
             p.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
         else:

@@ -24,6 +24,7 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar, Self
@@ -31,6 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 CONTROL_PREFIX = "/_sandbox/"
 LOG_SIZE = 10_000
+MAX_LATENCY_MS = 60_000
 CENT = Decimal("0.01")
 VAT_FACTOR = Decimal("1.25")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -65,7 +67,7 @@ class Request:
         if not self.body.strip():
             return {}
         try:
-            return json.loads(self.body, parse_float=Decimal)
+            return json.loads(self.body, parse_float=Decimal, parse_constant=_no_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"body is not valid JSON: {exc}") from None
 
@@ -134,11 +136,9 @@ def parse_date(value, name: str) -> dt.date:
         raise BadRequest(f"parameter '{name}' is not a valid date: {value!r}") from None
 
 
-def parse_amount(value, name: str, *, number_only: bool = False) -> Decimal:
+def parse_amount(value, name: str) -> Decimal:
     """A JSON number (int or Decimal via parse_float) or a decimal string → Decimal quantized to cents.
-    ``number_only``: a string is refused (a vendor whose DTO types the field as a number)."""
-    if number_only and not isinstance(value, int | float | Decimal):
-        raise BadRequest(f"'{name}' must be a JSON number, got {type(value).__name__} {value!r}")
+    (A vendor whose DTO types the field as a number checks the type first: see ``PlandayApp``.)"""
     if isinstance(value, bool):
         raise BadRequest(f"'{name}' must be a number or a decimal string")
     if isinstance(value, int):
@@ -159,6 +159,31 @@ def parse_amount(value, name: str, *, number_only: bool = False) -> Decimal:
         raise BadRequest(f"'{name}' is out of range") from None
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def json_type(value) -> str:
+    """The JSON type name of a parsed value (for error messages that name what was sent)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float | Decimal):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def shown(value) -> str:
+    """A short JSON rendering of a value sent to the stand-in, for error messages."""
+    text = format(value, "f") if isinstance(value, Decimal) else json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _flat_query(query: dict[str, list[str]]) -> dict[str, str | list[str]]:
     return {k: (v[0] if len(v) == 1 else list(v)) for k, v in query.items()}
 
@@ -167,13 +192,17 @@ def _flat_query(query: dict[str, list[str]]) -> dict[str, str | list[str]]:
 
 
 class FaultInjector:
-    """Seeded fault decisions. One RNG per server, guarded by a lock, so a seed gives a repeatable sequence."""
+    """Seeded fault decisions. One RNG per server, guarded by a lock, so a seed gives a repeatable sequence.
+
+    ``reject`` rules (a vendor refusing chosen rows with its own status and message) are parsed by the
+    stand-in (``parse_reject``), which knows what identifies a row; :meth:`rejection` matches them."""
 
     RATE_KEYS = ("rate_429", "rate_5xx", "rate_timeout", "rate_malformed")
-    KEYS = frozenset(RATE_KEYS + ("timeout_seconds", "retry_after", "seed", "paths"))
+    KEYS = frozenset(RATE_KEYS + ("timeout_seconds", "retry_after", "seed", "paths", "reject"))
 
-    def __init__(self) -> None:
+    def __init__(self, parse_reject: Callable[[object], list[dict]] | None = None) -> None:
         self.lock = threading.Lock()
+        self.parse_reject = parse_reject or _no_reject_rules
         self.configure({})
 
     def configure(self, cfg) -> dict:
@@ -206,6 +235,7 @@ class FaultInjector:
         if paths is not None and (not isinstance(paths, list) or not all(isinstance(p, str) for p in paths)):
             raise BadRequest("'paths' must be a list of path prefixes")
         new["paths"] = paths
+        new["reject"] = self.parse_reject(cfg.get("reject", []))
         with self.lock:
             self.cfg = new
             self.rng = random.Random(seed)
@@ -213,7 +243,16 @@ class FaultInjector:
 
     def snapshot(self) -> dict:
         with self.lock:
-            return dict(self.cfg)
+            return {**self.cfg, "reject": [dict(rule) for rule in self.cfg["reject"]]}
+
+    def rejection(self, row: dict) -> tuple[int, str] | None:
+        """``(status, message)`` of the first reject rule whose row fields all equal ``row``'s, or None."""
+        with self.lock:
+            rules = self.cfg["reject"]
+        for rule in rules:
+            if all(row.get(k) == v for k, v in rule.items() if k not in ("status", "message")):
+                return rule["status"], rule["message"]
+        return None
 
     def applies(self, path: str) -> bool:
         paths = self.cfg["paths"]
@@ -244,6 +283,12 @@ class FaultInjector:
             return bool(rate) and self.applies(path) and self.rng.random() < rate
 
 
+def _no_reject_rules(rows) -> list[dict]:
+    if rows in (None, []):
+        return []
+    raise BadRequest("'reject' rules are not supported by this stand-in")
+
+
 # --------------------------------------------------------------------------------------------- base app
 
 
@@ -254,9 +299,16 @@ class VendorApp:
 
     def __init__(self, latency_ms: float = 0) -> None:
         self.lock = threading.RLock()
-        self.faults = FaultInjector()
+        if (
+            isinstance(latency_ms, bool)
+            or not isinstance(latency_ms, int | float)
+            or not 0 <= latency_ms <= MAX_LATENCY_MS
+        ):
+            raise ValueError(f"latency_ms must be a number between 0 and {MAX_LATENCY_MS}, got {latency_ms!r}")
+        self.faults = FaultInjector(self.parse_reject)
         self.default_latency_ms = float(latency_ms)
         self.latency_ms = float(latency_ms)
+        self.lenient_types = False  # a benchmark of old client code only: accept decimal strings for numbers
         self.log: collections.deque = collections.deque(maxlen=LOG_SIZE)
         self.stopping = threading.Event()
         self.reset_state()
@@ -273,6 +325,10 @@ class VendorApp:
 
     def control_extra(self, req: Request, sub: str) -> Response | None:
         return None
+
+    def parse_reject(self, rows) -> list[dict]:
+        """Validate ``faults.reject`` rules; a stand-in without rows to refuse accepts none."""
+        return _no_reject_rules(rows)
 
     def error(self, status: int, message: str, headers: dict[str, str] | None = None, **extra) -> Response:
         return json_response(status, {"message": message, **extra}, headers)
@@ -339,18 +395,27 @@ class VendorApp:
             return json_response(200, {"faults": self.faults.configure(req.json())})
         if sub == "config":
             if req.method == "GET":
-                return json_response(200, {"latency_ms": self.latency_ms})
+                return json_response(200, {"latency_ms": self.latency_ms, "lenient_types": self.lenient_types})
             if req.method != "POST":
                 return self.error(405, "use GET or POST")
             body = req.json()
-            unknown = sorted(set(body) - {"latency_ms"}) if isinstance(body, dict) else ["(not an object)"]
+            allowed = {"latency_ms", "lenient_types"}
+            unknown = sorted(set(body) - allowed) if isinstance(body, dict) else ["(not an object)"]
             if unknown:
-                raise BadRequest(f"unknown config keys: {unknown}; allowed: ['latency_ms']")
+                raise BadRequest(f"unknown config keys: {unknown}; allowed: {sorted(allowed)}")
+            lenient = body.get("lenient_types", self.lenient_types)
+            if not isinstance(lenient, bool):
+                raise BadRequest("'lenient_types' must be true or false")
             latency = body.get("latency_ms", self.latency_ms)
-            if isinstance(latency, bool) or not isinstance(latency, int | float | Decimal) or not 0 <= latency <= 60000:
-                raise BadRequest("'latency_ms' must be a number between 0 and 60000")
+            if (
+                isinstance(latency, bool)
+                or not isinstance(latency, int | float | Decimal)
+                or not 0 <= latency <= MAX_LATENCY_MS
+            ):
+                raise BadRequest(f"'latency_ms' must be a number between 0 and {MAX_LATENCY_MS}")
+            self.lenient_types = lenient  # both checked first: a refused config changes nothing
             self.latency_ms = float(latency)
-            return json_response(200, {"latency_ms": self.latency_ms})
+            return json_response(200, {"latency_ms": self.latency_ms, "lenient_types": self.lenient_types})
         if sub == "requests":
             if req.method != "GET":
                 return self.error(405, "use GET")
@@ -371,6 +436,7 @@ class VendorApp:
     def reset(self) -> None:
         self.faults.configure({})
         self.latency_ms = self.default_latency_ms
+        self.lenient_types = False
         with self.lock:
             self.log.clear()
             self.reset_state()
@@ -383,6 +449,7 @@ AJOUR_LOCATIONS = [("L1", "Restaurant"), ("L2", "Bar"), ("L3", "Terrace"), ("L4"
 AJOUR_POPUP = ("L5", "Pop-up")
 AJOUR_DEFAULT_ENABLED_FROM = dt.date(2026, 1, 1)
 AJOUR_MAX_DAYS = 62
+AJOUR_PARAMS = {"/api/v1/locations": frozenset(), "/api/v1/revenue": frozenset({"from", "to", "location"})}
 
 
 def ajour_base(company: str, location: str, day: dt.date) -> tuple[Decimal, int]:
@@ -468,6 +535,15 @@ class AjourApp(VendorApp):
             )
         with self.lock:
             self._company(company)
+        allowed = AJOUR_PARAMS[path]
+        unknown = sorted(set(req.query) - allowed)
+        if unknown:
+            raise BadRequest(
+                f"unknown parameter(s) {', '.join(repr(u) for u in unknown)}; allowed: {sorted(allowed) or 'none'}"
+            )
+        repeated = sorted(name for name, values in req.query.items() if len(values) > 1)
+        if repeated:
+            raise BadRequest(f"parameter {repeated[0]!r} given {len(req.query[repeated[0]])} times")
         if path == "/api/v1/locations":
             return json_response(200, {"locations": [{"id": i, "name": n} for i, n in self.locations_for(company)]})
         return self._revenue(req, company)
@@ -567,26 +643,48 @@ PLANDAY_DEFAULT_UNITS = [
 ]
 PLANDAY_BIG_UNITS = [{"id": i, "name": f"Unit {i}", "departmentId": 1 + (i - 2001) // 40} for i in range(2001, 2121)]
 PLANDAY_TOKEN_TTL = 3600
+#: per portal (https://openapi.planday.com/gettingstarted/rate-limiting): 10 per second, 500 per minute
 PLANDAY_RATE_LIMIT = 10
 PLANDAY_RATE_WINDOW = 1.0
+PLANDAY_MINUTE_LIMIT = 500
+PLANDAY_MINUTE_WINDOW = 60.0
+#: the documented quota policy, as Planday writes it in ``x-ratelimit-limit`` after the nearest window's quota
+PLANDAY_RATE_POLICY = "10;w=1, 500;w=60, 100;w=1, 2000;w=60"
 PLANDAY_MAX_LIMIT = 50
+PLANDAY_FIRST_DAY_SCHEDULE_ID = 50001
+_REVENUE_REQUIRED = ("revenueUnitId", "date", "turnover")
 
 
 class PlandayApp(VendorApp):
     name = "planday"
 
+    def __init__(self, latency_ms: float = 0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock  # the rate-limit windows' clock (tests inject a fake one)
+        super().__init__(latency_ms)
+
     def reset_state(self) -> None:
         self.tokens: dict[str, tuple[str, float]] = {}
-        self.windows: dict[str, collections.deque] = {}
+        self.windows: dict[str, tuple[collections.deque, collections.deque]] = {}  # portal → (1 s, 60 s)
         self.portals: dict[str, dict] = {}
-        self.refuse: dict[tuple[int, str], tuple[int, str]] = {}  # (unit, date) → (status, message)
+        self.refuse: list[dict] = []  # rules set with /_sandbox/refuse (the older spelling of faults.reject)
+        self.next_day_schedule_id = PLANDAY_FIRST_DAY_SCHEDULE_ID
 
     @staticmethod
     def units_for(client_id: str) -> list[dict]:
         return PLANDAY_BIG_UNITS if client_id.startswith("big") else PLANDAY_DEFAULT_UNITS
 
     def _portal(self, client_id: str) -> dict:
-        return self.portals.setdefault(client_id, {"revenue": {}})
+        return self.portals.setdefault(client_id, {"revenue": {}, "days": {}})
+
+    def _day_schedule_id(self, client_id: str, unit_id: int, day: dt.date) -> int:
+        """The id of the unit's department's schedule day (one per department and date, as in Planday)."""
+        department = next((u["departmentId"] for u in self.units_for(client_id) if u["id"] == unit_id), 0)
+        days = self._portal(client_id)["days"]
+        key = (department, day.isoformat())
+        if key not in days:
+            days[key] = self.next_day_schedule_id
+            self.next_day_schedule_id += 1
+        return days[key]
 
     @staticmethod
     def _record_out(rec: dict) -> dict:
@@ -595,8 +693,20 @@ class PlandayApp(VendorApp):
             "date": rec["date"],
             "turnover": money(rec["turnover"]),
             "description": rec["description"],
+            "dayScheduleId": rec["dayScheduleId"],
             "writes": rec["writes"],
             "manual": rec["manual"],
+        }
+
+    @staticmethod
+    def _record_api(rec: dict) -> dict:
+        """A revenue record as the API answers it: turnover a JSON number with two decimals."""
+        return {
+            "revenueUnitId": rec["revenueUnitId"],
+            "dayScheduleId": rec["dayScheduleId"],
+            "date": rec["date"],
+            "turnover": Number(Decimal(rec["turnover"])),
+            "description": rec["description"],
         }
 
     def state(self) -> dict:
@@ -611,7 +721,11 @@ class PlandayApp(VendorApp):
         }
 
     def fault_headers(self) -> dict[str, str]:
-        return {"x-ratelimit-limit": str(PLANDAY_RATE_LIMIT), "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1"}
+        return {
+            "x-ratelimit-limit": f"{PLANDAY_RATE_LIMIT}, {PLANDAY_RATE_POLICY}",
+            "x-ratelimit-remaining": "0",
+            "x-ratelimit-reset": "1",
+        }
 
     # -- auth and rate limiting
     def _token(self, req: Request) -> Response:
@@ -650,22 +764,33 @@ class PlandayApp(VendorApp):
         return client_id
 
     def _rate_limit(self, client_id: str) -> tuple[bool, dict[str, str]]:
-        now = time.monotonic()
+        """Both windows of the portal: 10 per second and 500 per minute. The headers describe the window
+        nearest to its limit, as Planday's do."""
+        now = self.clock()
         with self.lock:
-            window = self.windows.setdefault(client_id, collections.deque())
-            while window and window[0] <= now - PLANDAY_RATE_WINDOW:
-                window.popleft()
-            allowed = len(window) < PLANDAY_RATE_LIMIT
+            second, minute = self.windows.setdefault(client_id, (collections.deque(), collections.deque()))
+            for window, width in ((second, PLANDAY_RATE_WINDOW), (minute, PLANDAY_MINUTE_WINDOW)):
+                while window and window[0] <= now - width:
+                    window.popleft()
+            allowed = len(second) < PLANDAY_RATE_LIMIT and len(minute) < PLANDAY_MINUTE_LIMIT
             if allowed:
-                window.append(now)
-            reset = max(1, math.ceil(window[0] + PLANDAY_RATE_WINDOW - now)) if window else 1
+                second.append(now)
+                minute.append(now)
+            remaining, limit, window, width = min(
+                (
+                    (PLANDAY_RATE_LIMIT - len(second), PLANDAY_RATE_LIMIT, second, PLANDAY_RATE_WINDOW),
+                    (PLANDAY_MINUTE_LIMIT - len(minute), PLANDAY_MINUTE_LIMIT, minute, PLANDAY_MINUTE_WINDOW),
+                ),
+                key=lambda nearest: (nearest[0], -nearest[3]),  # a tie: the longer window says more
+            )
+            reset = max(1, math.ceil(window[0] + width - now)) if window else 1
             headers = {
-                "x-ratelimit-limit": str(PLANDAY_RATE_LIMIT),
-                "x-ratelimit-remaining": str(max(0, PLANDAY_RATE_LIMIT - len(window))),
+                "x-ratelimit-limit": f"{limit}, {PLANDAY_RATE_POLICY}",
+                "x-ratelimit-remaining": str(max(0, remaining)),
                 "x-ratelimit-reset": str(reset),
             }
         if not allowed:
-            headers["Retry-After"] = "1"
+            headers["Retry-After"] = str(reset)
         return allowed, headers
 
     # -- routes
@@ -688,7 +813,7 @@ class PlandayApp(VendorApp):
             return self.error(401, "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
         allowed, headers = self._rate_limit(client_id)
         if not allowed:
-            return json_response(429, {"message": "Rate limit exceeded"}, headers)
+            return json_response(429, {"message": "Too many requests"}, headers)
         try:
             resp = handler(req, client_id)
         except BadRequest as exc:
@@ -698,21 +823,29 @@ class PlandayApp(VendorApp):
 
     @staticmethod
     def _int_arg(req: Request, name: str, default: int) -> int:
-        raw = req.arg(name)
+        values = req.query.get(name) or []
+        if len(values) > 1:
+            raise BadRequest(f"parameter '{name}' given {len(values)} times")
+        raw = values[0] if values else None
         if raw is None or raw == "":
             return default
         try:
             return int(raw)
         except ValueError:
-            raise BadRequest(f"parameter '{name}' must be an integer") from None
+            raise BadRequest(f"parameter '{name}' must be an integer, got {raw!r}") from None
 
-    def _units(self, req: Request, client_id: str) -> Response:
+    def _paging(self, req: Request) -> tuple[int, int]:
+        """Planday's offset/limit paging: ``offset`` ≥ 0 (default 0), ``limit`` 1..50 (default 50)."""
         offset = self._int_arg(req, "offset", 0)
         limit = self._int_arg(req, "limit", PLANDAY_MAX_LIMIT)
         if offset < 0:
-            raise BadRequest("parameter 'offset' must be >= 0")
+            raise BadRequest(f"parameter 'offset' must be >= 0, got {offset}")
         if not 1 <= limit <= PLANDAY_MAX_LIMIT:
-            raise BadRequest(f"parameter 'limit' must be between 1 and {PLANDAY_MAX_LIMIT}")
+            raise BadRequest(f"parameter 'limit' must be between 1 and {PLANDAY_MAX_LIMIT}, got {limit}")
+        return offset, limit
+
+    def _units(self, req: Request, client_id: str) -> Response:
+        offset, limit = self._paging(req)
         units = self.units_for(client_id)
         with self.lock:
             self._portal(client_id)
@@ -727,98 +860,140 @@ class PlandayApp(VendorApp):
     def _parse_revenue(
         self, body, client_id: str, *, strict: bool = True
     ) -> tuple[int, dt.date, Decimal, str] | Response:
-        """Planday's revenue DTO: revenueUnitId integer, date string, turnover number, description string.
-        ``strict=False`` (the sandbox's own hand-entry endpoint) also takes turnover as a decimal string."""
+        """Planday's revenue DTO: ``revenueUnitId`` integer, ``date`` string YYYY-MM-DD, ``turnover`` number
+        (all three required), ``description`` string (optional). Fields the DTO does not have are ignored,
+        as Planday's model binding ignores them. ``strict=False`` (the sandbox's hand-entry endpoint, and
+        ``lenient_types``) also takes ``turnover`` as a decimal string."""
         if not isinstance(body, dict):
-            raise BadRequest("body must be a JSON object")
-        unknown = sorted(set(body) - {"revenueUnitId", "date", "turnover", "description"})
-        if unknown:
-            raise BadRequest(f"unknown field(s) {unknown}")
-        if "revenueUnitId" not in body or "date" not in body:
-            raise BadRequest(f"'{'revenueUnitId' if 'revenueUnitId' not in body else 'date'}' is required")
-        unit_id = body.get("revenueUnitId")
+            raise BadRequest(f"body must be a JSON object, got {json_type(body)}")
+        missing = [f"'{name}'" for name in _REVENUE_REQUIRED if body.get(name) is None]
+        if missing:
+            raise BadRequest(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
+        unit_id = body["revenueUnitId"]
         if isinstance(unit_id, bool) or not isinstance(unit_id, int):
-            raise BadRequest("'revenueUnitId' must be an integer")
-        if unit_id not in {u["id"] for u in self.units_for(client_id)}:
-            return self.error(404, f"Revenue unit {unit_id} not found")
-        day = parse_date(body.get("date"), "date")
-        if "turnover" not in body:
-            raise BadRequest("'turnover' is required")
-        turnover = parse_amount(body["turnover"], "turnover", number_only=strict)
+            raise BadRequest(f"'revenueUnitId' must be a JSON integer, got {json_type(unit_id)} {shown(unit_id)}")
+        raw_day = body["date"]
+        if not isinstance(raw_day, str) or not _DATE_RE.match(raw_day):
+            raise BadRequest(f"'date' must be a string YYYY-MM-DD, got {json_type(raw_day)} {shown(raw_day)}")
+        day = parse_date(raw_day, "date")
+        turnover = body["turnover"]
+        if strict and (isinstance(turnover, bool) or not isinstance(turnover, int | Decimal)):
+            raise BadRequest(f"'turnover' must be a JSON number, got {json_type(turnover)} {shown(turnover)}")
+        amount = parse_amount(turnover, "turnover")
         description = body.get("description")
         if description is not None and not isinstance(description, str):
-            raise BadRequest("'description' must be a string")
-        return unit_id, day, turnover, description or ""
+            raise BadRequest(f"'description' must be a string, got {json_type(description)} {shown(description)}")
+        if unit_id not in {u["id"] for u in self.units_for(client_id)}:
+            return self.error(404, f"Revenue unit {unit_id} not found")
+        return unit_id, day, amount, description or ""
 
     def _store(self, client_id: str, unit_id: int, day: dt.date, turnover: Decimal, description: str, manual: bool):
         with self.lock:
             revenue = self._portal(client_id)["revenue"]
             key = (unit_id, day.isoformat())
-            rec = revenue.setdefault(
-                key, {"revenueUnitId": unit_id, "date": day.isoformat(), "writes": 0, "manual": False}
-            )
+            rec = revenue.get(key)
+            if rec is None:
+                rec = revenue[key] = {
+                    "revenueUnitId": unit_id,
+                    "date": day.isoformat(),
+                    "dayScheduleId": self._day_schedule_id(client_id, unit_id, day),
+                    "writes": 0,
+                    "manual": False,
+                }
             rec["turnover"] = turnover
             rec["description"] = description
             rec["manual"] = manual
             if not manual:
                 rec["writes"] += 1
-            return self._record_out(rec)
+            return dict(rec)
+
+    def _rejection(self, unit_id: int, day: dt.date) -> tuple[int, str] | None:
+        row = {"revenueUnitId": unit_id, "date": day.isoformat()}
+        found = self.faults.rejection(row)
+        if found is None:
+            with self.lock:
+                rules = list(self.refuse)
+            found = next(
+                ((r["status"], r["message"]) for r in rules if (r["revenueUnitId"], r["date"]) == tuple(row.values())),
+                None,
+            )
+        return found
 
     def _write_revenue(self, req: Request, client_id: str) -> Response:
-        parsed = self._parse_revenue(req.json(), client_id)
+        media = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if media != "application/json":
+            return self.error(415, f"Content-Type must be application/json, got {media or 'none'}")
+        parsed = self._parse_revenue(req.json(), client_id, strict=not self.lenient_types)
         if isinstance(parsed, Response):
             return parsed
         unit_id, day, turnover, description = parsed
         if unit_id == 1003 and day.weekday() == 0:
             return self.error(409, f"No opening day on date {day.isoformat()}")
-        refused = self.refuse.get((unit_id, day.isoformat()))
+        refused = self._rejection(unit_id, day)
         if refused:
-            return self.error(refused[0], refused[1])
+            return self.error(*refused)
         rec = self._store(client_id, unit_id, day, turnover, description, manual=False)
-        out = {k: rec[k] for k in ("revenueUnitId", "date", "description")}
-        return json_numbers_response(200, {"data": {**out, "turnover": Number(Decimal(rec["turnover"]))}})
+        return json_numbers_response(200, {"data": self._record_api(rec)})
 
     def _read_revenue(self, req: Request, client_id: str) -> Response:
+        offset, limit = self._paging(req)
         unit_raw = req.arg("revenueUnitId")
         unit_id = None
         if unit_raw not in (None, ""):
             try:
                 unit_id = int(unit_raw)
             except ValueError:
-                raise BadRequest("parameter 'revenueUnitId' must be an integer") from None
+                raise BadRequest(f"parameter 'revenueUnitId' must be an integer, got {unit_raw!r}") from None
         start = parse_date(req.arg("from"), "from") if req.arg("from") else None
         end = parse_date(req.arg("to"), "to") if req.arg("to") else None
         with self.lock:
-            records = [self._record_out(r) for _, r in sorted(self._portal(client_id)["revenue"].items())]
+            records = [dict(r) for _, r in sorted(self._portal(client_id)["revenue"].items())]
         data = [
-            {**{k: r[k] for k in ("revenueUnitId", "date", "description")}, "turnover": Number(Decimal(r["turnover"]))}
+            self._record_api(r)
             for r in records
             if (unit_id is None or r["revenueUnitId"] == unit_id)
             and (start is None or r["date"] >= start.isoformat())
             and (end is None or r["date"] <= end.isoformat())
         ]
-        return json_numbers_response(200, {"data": data})
+        page = {"offset": offset, "limit": limit, "total": len(data)}
+        return json_numbers_response(200, {"paging": page, "data": data[offset : offset + limit]})
+
+    def parse_reject(self, rows) -> list[dict]:
+        """``[{"revenueUnitId": int, "date": "YYYY-MM-DD", "status": 400, "message": "…"}]``: those rows
+        answer ``status`` with ``{"message": …}`` after the body was validated (a vendor refusing one row)."""
+        if rows is None:
+            return []
+        if not isinstance(rows, list):
+            raise BadRequest("'reject' must be a list of {revenueUnitId, date, status, message}")
+        rules = []
+        for row in rows:
+            if not isinstance(row, dict):
+                raise BadRequest("each 'reject' rule must be an object {revenueUnitId, date, status, message}")
+            unknown = sorted(set(row) - {"revenueUnitId", "date", "status", "message"})
+            if unknown:
+                raise BadRequest(f"unknown 'reject' rule keys: {unknown}")
+            unit_id = row.get("revenueUnitId")
+            if isinstance(unit_id, bool) or not isinstance(unit_id, int):
+                raise BadRequest("each 'reject' rule needs an integer 'revenueUnitId'")
+            day = parse_date(row.get("date"), "date")
+            status = row.get("status", 400)
+            if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+                raise BadRequest("'status' must be an HTTP error status (400..599)")
+            message = row.get("message", "Bad Request")
+            if not isinstance(message, str) or not message:
+                raise BadRequest("'message' must be a non-empty string")
+            rules.append({"revenueUnitId": unit_id, "date": day.isoformat(), "status": status, "message": message})
+        return rules
 
     def control_extra(self, req: Request, sub: str) -> Response | None:
         if sub == "refuse":
-            # make chosen rows answer like a vendor refusal: [{"revenueUnitId", "date", "status", "message"}]
+            # the older spelling of faults.reject, kept as its own list (a POST to /faults leaves it alone)
             if req.method != "POST":
                 return self.error(405, "use POST")
-            rows = req.json()
-            if not isinstance(rows, list):
-                raise BadRequest("body must be a list of {revenueUnitId, date, status, message}")
-            refuse = {}
-            for row in rows:
-                if not isinstance(row, dict) or not isinstance(row.get("revenueUnitId"), int):
-                    raise BadRequest("each row needs an integer revenueUnitId")
-                status = row.get("status", 400)
-                if not isinstance(status, int) or not 400 <= status <= 599:
-                    raise BadRequest("'status' must be an HTTP error status")
-                day = parse_date(row.get("date"), "date")
-                refuse[(row["revenueUnitId"], day.isoformat())] = (status, str(row.get("message") or "Bad Request"))
+            rules = self.parse_reject(req.json())
             with self.lock:
-                self.refuse = refuse
-            return json_response(200, {"refused": len(refuse)})
+                self.refuse = rules
+            return json_response(200, {"refused": len(rules)})
         if sub == "tokens/expire":
             if req.method != "POST":
                 return self.error(405, "use POST")
@@ -840,7 +1015,7 @@ class PlandayApp(VendorApp):
             return parsed
         unit_id, day, turnover, description = parsed
         rec = self._store(client_id, unit_id, day, turnover, description, manual=True)
-        return json_response(200, {"data": rec})
+        return json_response(200, {"data": self._record_out(rec)})
 
 
 # --------------------------------------------------------------------------------------------- HTTP plumbing

@@ -5,7 +5,8 @@ No Airflow import. A client builds one :class:`HttpClient` per remote system fro
 
 Behaviour of :meth:`HttpClient.request`:
 
-* every attempt takes a token from the rate limiter (shared per ``rate_key`` within the process);
+* every attempt takes a token from the rate limiter (shared per ``rate_key`` within the process) and
+  from each of ``extra_limiters`` (e.g. a vendor's per-app limit next to its per-portal one);
 * connection errors, timeouts, truncated bodies and ``retry_statuses`` are retried up to
   ``max_attempts`` with exponential backoff and full jitter, except that a ``Retry-After`` header (or
   ``x-ratelimit-reset`` on a 429 without it) is obeyed instead, capped at ``max_retry_after``;
@@ -367,6 +368,8 @@ class HttpClient:
     :param session: a prepared ``requests.Session`` (auth, default headers); a new one otherwise.
         Exposed as ``.session`` (e.g. for response hooks in tests).
     :param sleep: how to wait between attempts; ``time.sleep`` by default (inject a no-op in tests).
+    :param extra_limiters: further limiters every attempt also takes a token from, after ``limiter``
+        (e.g. a vendor's per-app limit next to its per-account one; see :func:`rate_limiter`).
     """
 
     def __init__(
@@ -379,6 +382,7 @@ class HttpClient:
         rate_key: str | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] | None = None,
+        extra_limiters: Iterable[RateLimiter] = (),
     ):
         self.base_url = base_url.rstrip("/")
         self.policy = policy or HttpPolicy()
@@ -397,6 +401,12 @@ class HttpClient:
             self.limiter = rate_limiter(rate_key, rate, self.policy.burst)
         else:
             self.limiter = RateLimiter(rate, self.policy.burst)
+        self.extra_limiters: tuple[RateLimiter, ...] = tuple(extra_limiters)
+
+    @property
+    def limiters(self) -> tuple[RateLimiter, ...]:
+        """Every limiter an attempt takes a token from, in order (``limiter`` first, when set)."""
+        return ((self.limiter,) if self.limiter is not None else ()) + self.extra_limiters
 
     # -- helpers
 
@@ -460,7 +470,8 @@ class HttpClient:
         :param path: path joined to ``base_url``, or an absolute URL.
         :param params: query parameters.
         :param json: JSON body.
-        :param data: form body.
+        :param data: form body, or the raw body as ``bytes``/``str`` (e.g. JSON serialised by the caller
+            with exact decimal digits; set ``Content-Type`` in ``headers``).
         :param headers: extra headers for this call.
         :param expect: success statuses.
         :param ok_extra: further statuses the caller handles itself (e.g. 409, or 401 to refresh a token).
@@ -512,8 +523,8 @@ class HttpClient:
         url = self.url(path)
 
         def attempt() -> tuple[requests.Response, Any]:
-            if self.limiter is not None:
-                self.limiter.acquire()
+            for limiter in self.limiters:
+                limiter.acquire()
             try:
                 response = self.session.request(
                     method, url, params=params, json=json, data=data, headers=headers, timeout=self.policy.timeout

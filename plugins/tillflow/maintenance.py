@@ -11,6 +11,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from psycopg.rows import tuple_row
+
 from tillflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -37,24 +39,60 @@ def purge(
 ) -> dict[str, int]:
     """Delete rows older than each table's retention, ``batch_size`` rows per transaction; returns counts."""
     keep = retention(days)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"retention.batch_size: must be a whole number >= 1, got {batch_size!r}")
     deleted: dict[str, int] = {}
-    for table, n_days in keep.items():
-        column = _TIME_COLUMN[table]
+    # rejects before raw landing: fewer rejects are left to unlink from the pages deleted after them
+    for table in sorted(keep, key=lambda t: t == "raw_landing"):
+        n_days, column = keep[table], _TIME_COLUMN[table]
         total = 0
         while True:
             with conn.transaction():
-                cur = conn.execute(
-                    f"""
-                    DELETE FROM tillflow.{table} WHERE ctid IN (
-                        SELECT ctid FROM tillflow.{table}
-                         WHERE {column} < coalesce(%(now)s::timestamptz, now()) - make_interval(days => %(days)s)
-                         LIMIT %(n)s)
-                    """,
-                    {"now": now, "days": n_days, "n": batch_size},
-                )
-            total += cur.rowcount
-            if cur.rowcount < batch_size:
+                params = {"now": now, "days": n_days, "n": batch_size}
+                if table == "raw_landing":
+                    n = _delete_landings(conn, params)
+                else:
+                    n = conn.execute(
+                        f"""
+                        DELETE FROM tillflow.{table} WHERE ctid IN (
+                            SELECT ctid FROM tillflow.{table}
+                             WHERE {column} < coalesce(%(now)s::timestamptz, now()) - make_interval(days => %(days)s)
+                             LIMIT %(n)s)
+                        """,
+                        params,
+                    ).rowcount
+            total += n
+            if n < batch_size:
                 break
         deleted[table] = total
         log.info("retention: %s older than %d day(s): %d row(s) deleted", table, n_days, total)
-    return deleted
+    return {table: deleted[table] for table in keep}
+
+
+def _delete_landings(conn: Any, params: dict[str, Any]) -> int:
+    """One batch of old pages. Their rejects stay (``landing_id`` becomes NULL), but a reject the batch's
+    pages share with another unlinked one (same account, flow, ref and reason) would break the rejects'
+    unique key once unlinked: that duplicate goes, the oldest of each such group stays."""
+    ids = [
+        r[0]
+        for r in conn.cursor(row_factory=tuple_row).execute(
+            "SELECT id FROM tillflow.raw_landing"
+            " WHERE fetched_at < coalesce(%(now)s::timestamptz, now()) - make_interval(days => %(days)s)"
+            " LIMIT %(n)s",
+            params,
+        )
+    ]
+    if not ids:
+        return 0
+    conn.execute(
+        """
+        DELETE FROM tillflow.rejects r
+         WHERE r.landing_id = ANY(%(ids)s)
+           AND EXISTS (SELECT 1 FROM tillflow.rejects o
+                        WHERE o.account_id = r.account_id AND o.flow = r.flow AND o.ref = r.ref
+                          AND o.reason = r.reason AND o.id <> r.id
+                          AND (o.landing_id IS NULL OR (o.landing_id = ANY(%(ids)s) AND o.id < r.id)))
+        """,
+        {"ids": ids},
+    )
+    return conn.execute("DELETE FROM tillflow.raw_landing WHERE id = ANY(%s)", (ids,)).rowcount

@@ -300,6 +300,14 @@ def target_client(spec: IntegrationSpec, conn: ConnectionInfo, flow: FlowSpec | 
     return get_target(spec.target_of(flow) if flow else spec.target).from_connection(conn)
 
 
+def _close(client: Any) -> None:
+    """Close a client's HTTP session: a shard runs hundreds of accounts, and a session left open keeps
+    its keep-alive connection (and a handler on the vendor's side) until garbage collection."""
+    http = getattr(client, "http", None)
+    if http is not None and hasattr(http, "close"):
+        http.close()
+
+
 def _retries(client: Any) -> int:
     """HTTP retries the client spent (its :class:`tillflow.http.HttpStats`)."""
     stats = getattr(getattr(client, "http", None), "stats", None)
@@ -327,6 +335,7 @@ def fetch(
         raise
     finally:
         store.activity_update(run_id, item.account_id, item.flow, add_retries=_retries(client))
+        _close(client)
     landed = [(store.land(item.account_id, spec.source_of(flow), item.window, p, run_id=run_id), p) for p in pages]
     log.info("%s: landed %d page(s) for %s", item.label, len(landed), item.window)
     return landed
@@ -415,6 +424,7 @@ def deliver(
         return get_kind(flow.kind).deliver(store, item, client, run_id=run_id, log=log)
     finally:
         store.activity_update(run_id, item.account_id, item.flow, add_retries=_retries(client))
+        _close(client)
 
 
 @dataclass
@@ -490,30 +500,21 @@ def run_shard(
     run_id: str,
     shard: int,
     conns: Callable[[str], ConnectionInfo],
-    prefetch: Callable[[list[str]], None] | None = None,
     secrets: list[str] | None = None,
     url: str | None = None,
     threads: int | None = None,
 ) -> ShardResult:
     """Run the unfinished accounts of one shard concurrently (one database connection per thread).
 
-    ``conns`` gives an account's connection (looked up once per shard, before the threads start,
-    through ``prefetch``): Airflow's connection lookup is not shared across threads.
+    ``conns`` gives an account's connection by id; it is called from the worker threads and must be
+    thread-safe (the operator serialises Airflow's lookups and caches them per shard).
     """
     started = time.monotonic()
     with Store.open(url) as store:
         rows = store.run_items(run_id, shard)
-        accounts = {a.id: a for a in store.list_accounts(spec.integration)}
     items = [WorkItem.from_activity(r) for r in rows]
     if not items:
         return ShardResult([], 0.0)
-    if prefetch is not None:
-        ids: list[str] = []
-        for item in items:
-            account = accounts.get(item.account_id)
-            if account is not None:
-                ids.extend(conn_ids(spec, spec.flow(item.flow), account))
-        prefetch(sorted(set(ids)))
     local = threading.local()
     opened: list[Store] = []
     lock = threading.Lock()

@@ -92,3 +92,29 @@ def test_two_concurrent_landers_of_the_same_page_get_one_row(store, account, pg_
     n = store.conn.execute("SELECT count(*) AS n FROM tillflow.raw_landing").fetchone()["n"]
     store.conn.commit()
     assert n == 1
+
+
+def test_purging_landings_never_collides_on_the_rejects_that_pointed_at_them(store, account):
+    """Rejects outlive their page (ON DELETE SET NULL); the same reject from two purged pages must not
+    trip the rejects' unique key (NULLS NOT DISTINCT) and stop the purge."""
+    pages = [
+        store.land(account.id, "ajour", W, RawPage(flow="revenue", request={}, body=body), run_id="r")
+        for body in (b"a", b"b", b"c")
+    ]
+    for landing_id in pages:
+        store.add_rejects(
+            account.id,
+            "revenue",
+            [Reject(reason="bad amount", payload={}, ref="o1")],
+            landing_id=landing_id,
+            run_id="r",
+        )
+        _age(store, "raw_landing", "fetched_at", landing_id, 500)
+    store.add_rejects(
+        account.id, "revenue", [Reject(reason="other", payload={}, ref="o1")], landing_id=pages[0], run_id="r"
+    )
+
+    deleted = purge(store.conn, {"rejects": 1000}, batch_size=2, now=NOW)
+    assert deleted["raw_landing"] == 3
+    left = [(r["landing_id"], r["ref"], r["reason"]) for r in store.rejects(account.id)]
+    assert sorted(left) == [(None, "o1", "bad amount"), (None, "o1", "other")]  # one of each kept, none lost

@@ -80,10 +80,10 @@ def test_a_lost_answer_is_looked_up_and_never_posted_twice(ctx):
     for i in range(3):
         outbox.enqueue(acc.id, acc.key, "ledger", f"order:{i}", entry(f"{i + 1}.00"), reverse=reverse)
     first = post_outbox(outbox, acc.id, "ledger", ledger, run_id="r1")
-    assert first == {"posted": 2, "reconciled": 0, "failed": 0, "unknown": 1}
+    assert first == {"posted": 2, "reconciled": 0, "failed": 0, "unknown": 1, "held": 0}
     assert outbox.history(acc.id, "ledger", "order:0")[0]["state"] == "unknown"
     again = post_outbox(outbox, acc.id, "ledger", ledger, run_id="r2")
-    assert again == {"posted": 0, "reconciled": 1, "failed": 0, "unknown": 0}
+    assert again == {"posted": 0, "reconciled": 1, "failed": 0, "unknown": 0, "held": 0}
     assert ledger.calls.count("shop:order:0:r1") == 1 and len(ledger.entries) == 3
     assert outbox.history(acc.id, "ledger", "order:0")[0]["state"] == "reconciled"
 
@@ -174,3 +174,108 @@ def test_a_target_that_is_down_leaves_the_posting_claimed(ctx):
     assert outbox.history(acc.id, "ledger", "order:1")[0]["state"] == "claimed"
     ledger.down = False
     assert post_outbox(outbox, acc.id, "ledger", ledger, run_id="r2")["posted"] == 1
+
+
+def test_a_posting_left_sent_by_a_dead_worker_is_looked_up_not_posted_again(ctx):
+    store, outbox, acc = ctx
+    ledger = FakeLedger()
+    for i in (1, 2):
+        outbox.enqueue(acc.id, acc.key, "ledger", f"order:{i}", entry("1.00"), reverse=reverse)
+    landed, lost = outbox.due(acc.id, "ledger")
+    ledger.post(dict(landed["payload"]), outbox.mark_sent(landed, "r0")["posting_key"])  # reached the ledger...
+    outbox.mark_sent(lost, "r0")  # ...this one never did; then the worker was killed
+    counts = post_outbox(outbox, acc.id, "ledger", ledger, run_id="r1")
+    assert counts == {"posted": 1, "reconciled": 1, "failed": 0, "unknown": 0, "held": 0}
+    assert ledger.calls == ["shop:order:1:r1", "shop:order:2:r1"]  # each exactly once
+    assert [outbox.history(acc.id, "ledger", f"order:{i}")[0]["state"] for i in (1, 2)] == ["reconciled", "confirmed"]
+
+
+def test_a_second_pass_at_the_same_time_is_refused(ctx, pg_url):
+    from tillflow.store import Store
+
+    store, outbox, acc = ctx
+    outbox.enqueue(acc.id, acc.key, "ledger", "order:1", entry("1.00"), reverse=reverse)
+    ledger = FakeLedger()
+    with Store.open(pg_url) as other:
+        with Outbox(other.conn).posting(acc.id, "ledger"):
+            with pytest.raises(TransientError, match="another pass is posting"):
+                post_outbox(outbox, acc.id, "ledger", ledger, run_id="r1")
+    assert ledger.calls == [] and post_outbox(outbox, acc.id, "ledger", ledger, run_id="r2")["posted"] == 1
+
+
+def test_a_replacement_waits_for_the_reversal_of_what_it_replaces(ctx):
+    store, outbox, acc = ctx
+    ledger = FakeLedger()
+    outbox.enqueue(acc.id, acc.key, "ledger", "order:1", entry("10.00"), reverse=reverse)
+    outbox.enqueue(acc.id, acc.key, "ledger", "order:2", entry("3.00"), reverse=reverse)
+    post_outbox(outbox, acc.id, "ledger", ledger, run_id="r1")
+    outbox.enqueue(acc.id, acc.key, "ledger", "order:1", entry("12.00"), reverse=reverse)
+    outbox.enqueue(acc.id, acc.key, "ledger", "order:2", entry("4.00"), reverse=reverse)
+    ledger.refuse = {"shop:order:1:r1:rev"}
+    ledger.lose_next = 0
+    with pytest.raises(DeliveryRefused):
+        post_outbox(outbox, acc.id, "ledger", ledger, run_id="r2")
+    assert "shop:order:1:r2" not in ledger.entries  # never both 10.00 and 12.00 in the ledger
+    assert ledger.entries["shop:order:2:r2"] == entry("4.00")  # the other event went on
+    assert outbox.history(acc.id, "ledger", "order:1")[-1]["state"] == "claimed"
+
+    ledger.refuse = set()
+    (rev,) = [r for r in outbox.history(acc.id, "ledger", "order:1") if r["kind"] == "reversal"]
+    outbox.retry(rev)  # fixed by hand: failed → claimed
+    counts = post_outbox(outbox, acc.id, "ledger", ledger, run_id="r3")
+    assert counts["posted"] == 2 and counts["held"] == 0
+    assert ledger.calls[-2:] == ["shop:order:1:r1:rev", "shop:order:1:r2"]
+
+
+def test_a_replacement_is_held_while_its_reversal_outcome_is_unknown(ctx):
+    store, outbox, acc = ctx
+    ledger = FakeLedger()
+    outbox.enqueue(acc.id, acc.key, "ledger", "order:1", entry("10.00"), reverse=reverse)
+    post_outbox(outbox, acc.id, "ledger", ledger, run_id="r1")
+    outbox.enqueue(acc.id, acc.key, "ledger", "order:1", entry("12.00"), reverse=reverse)
+    ledger.lose_next = 1
+    assert post_outbox(outbox, acc.id, "ledger", ledger, run_id="r2") == {
+        "posted": 0,
+        "reconciled": 0,
+        "failed": 0,
+        "unknown": 1,
+        "held": 1,
+    }
+    assert post_outbox(outbox, acc.id, "ledger", ledger, run_id="r3") == {
+        "posted": 1,
+        "reconciled": 1,
+        "failed": 0,
+        "unknown": 0,
+        "held": 0,
+    }
+    assert ledger.calls == ["shop:order:1:r1", "shop:order:1:r1:rev", "shop:order:1:r2"]
+
+
+def test_an_event_deleted_then_back_unchanged_before_the_reversal_went_is_posted_again(ctx):
+    store, outbox, acc = ctx
+    ledger = FakeLedger()
+    outbox.enqueue(acc.id, acc.key, "ledger", "order:1", entry("10.00"), reverse=reverse)
+    post_outbox(outbox, acc.id, "ledger", ledger, run_id="r1")
+    outbox.delete_event(acc.id, acc.key, "ledger", "order:1", reverse=reverse)
+    (again,) = outbox.enqueue(acc.id, acc.key, "ledger", "order:1", entry("10.00"), reverse=reverse)
+    assert (again["kind"], again["posting_key"]) == ("entry", "shop:order:1:r2")
+    post_outbox(outbox, acc.id, "ledger", ledger, run_id="r2")
+    assert ledger.calls == ["shop:order:1:r1", "shop:order:1:r1:rev", "shop:order:1:r2"]
+
+
+def test_a_conflict_answer_is_looked_up_next_pass_and_the_others_go(ctx):
+    store, outbox, acc = ctx
+
+    class Conflicting(FakeLedger):
+        def post(self, payload, posting_key):
+            if posting_key == "shop:order:0:r1":
+                self.entries[posting_key] = payload  # it was there already: 409 duplicate piece number
+                raise RemoteError("ledger: HTTP 409: piece number already used", status=409)
+            return super().post(payload, posting_key)
+
+    ledger = Conflicting()
+    for i in range(2):
+        outbox.enqueue(acc.id, acc.key, "ledger", f"order:{i}", entry("1.00"), reverse=reverse)
+    assert post_outbox(outbox, acc.id, "ledger", ledger, run_id="r1")["unknown"] == 1
+    assert outbox.history(acc.id, "ledger", "order:1")[0]["state"] == "confirmed"
+    assert post_outbox(outbox, acc.id, "ledger", ledger, run_id="r2")["reconciled"] == 1

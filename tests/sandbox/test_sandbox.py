@@ -250,21 +250,44 @@ def test_planday_revenue_upsert_and_read_back(sb):
     )
     assert second.status_code == 200
     revenue_state = portal_state(sb, "p-rev")["revenue"]
+    day_schedule = first.json()["data"]["dayScheduleId"]
     assert revenue_state == [
         {
             "revenueUnitId": 1001,
             "date": "2026-11-24",
             "turnover": "99.90",
             "description": "x",
+            "dayScheduleId": day_schedule,
             "writes": 2,
             "manual": False,
         }
     ]
+    assert second.json(parse_float=Decimal) == {
+        "data": {
+            "revenueUnitId": 1001,
+            "dayScheduleId": day_schedule,  # the same record: Planday keeps one value per unit and day
+            "date": "2026-11-24",
+            "turnover": Decimal("99.90"),
+            "description": "x",
+        }
+    }
     read = session.get(url, params={"revenueUnitId": 1001, "from": "2026-11-01", "to": "2026-11-30"}, timeout=5)
     assert read.json(parse_float=Decimal) == {
-        "data": [{"revenueUnitId": 1001, "date": "2026-11-24", "turnover": Decimal("99.90"), "description": "x"}]
+        "paging": {"offset": 0, "limit": 50, "total": 1},
+        "data": [
+            {
+                "revenueUnitId": 1001,
+                "dayScheduleId": day_schedule,
+                "date": "2026-11-24",
+                "turnover": Decimal("99.90"),
+                "description": "x",
+            }
+        ],
     }
-    assert session.get(url, params={"revenueUnitId": 1002}, timeout=5).json() == {"data": []}
+    assert session.get(url, params={"revenueUnitId": 1002}, timeout=5).json() == {
+        "paging": {"offset": 0, "limit": 50, "total": 0},
+        "data": [],
+    }
 
     # A value entered by hand is not an API write.
     manual = requests.post(
@@ -288,7 +311,6 @@ def test_planday_revenue_validation_and_409(sb):
         ({"revenueUnitId": 1001, "date": "2026-11-24"}, 400),
         ({"date": "2026-11-24", "turnover": 1}, 400),
         ({"revenueUnitId": 1001, "turnover": 1}, 400),
-        ({"revenueUnitId": 1001, "date": "2026-11-24", "turnover": 1, "currency": "DKK"}, 400),
         ({"revenueUnitId": 1001, "date": "2026-11-24", "turnover": 1, "description": 5}, 400),
         ({"revenueUnitId": 1003, "date": MONDAY, "turnover": 10}, 409),
     ]
@@ -300,7 +322,7 @@ def test_planday_revenue_validation_and_409(sb):
     # Planday's DTO types turnover as a number: a string is refused, naming the field and the type
     refused = session.post(url, json={"revenueUnitId": 1001, "date": "2026-11-24", "turnover": "10.00"}, timeout=5)
     assert refused.status_code == 400
-    assert refused.json() == {"message": "'turnover' must be a JSON number, got str '10.00'"}
+    assert refused.json() == {"message": "'turnover' must be a JSON number, got string \"10.00\""}
     assert session.post(url, json={"revenueUnitId": 1003, "date": MONDAY, "turnover": 1}, timeout=5).json() == {
         "message": f"No opening day on date {MONDAY}"
     }
@@ -320,11 +342,12 @@ def test_planday_rate_limit(sb):
     assert statuses[:10] == [200] * 10
     limited = next(r for r in responses if r.status_code == 429)
     assert limited.headers["Retry-After"] == "1"
-    assert limited.headers["x-ratelimit-limit"] == "10"
+    # Planday's format: the nearest window's quota, then the whole policy (per portal, per client id)
+    assert limited.headers["x-ratelimit-limit"] == "10, 10;w=1, 500;w=60, 100;w=1, 2000;w=60"
     assert limited.headers["x-ratelimit-remaining"] == "0"
     assert int(limited.headers["x-ratelimit-reset"]) >= 1
     ok = responses[0]
-    assert ok.headers["x-ratelimit-limit"] == "10" and ok.headers["x-ratelimit-remaining"] == "9"
+    assert ok.headers["x-ratelimit-limit"].startswith("10, ") and ok.headers["x-ratelimit-remaining"] == "9"
     # Another portal is not affected, and the token endpoint is never limited.
     assert planday_session(sb, "p-other").get(url, timeout=5).status_code == 200
     time.sleep(1.05)
@@ -459,10 +482,13 @@ def test_run_py_start_status_stop(tmp_path):
     state_dir = tmp_path / "state"
     common = ["--state-dir", str(state_dir)]
     assert run_py("status", *common, cwd=tmp_path).returncode == 1
-    started = run_py("start", "--ajour-port", "0", "--planday-port", "0", *common, cwd=tmp_path)
+    assert run_py("start", "--latency-ms", "-1", *common, cwd=tmp_path).returncode == 2
+    started = run_py("start", "--ajour-port", "0", "--planday-port", "0", "--latency-ms", "20", *common, cwd=tmp_path)
     assert started.returncode == 0, started.stderr
     try:
         info = json.loads((state_dir / "sandbox.json").read_text())
+        for url in (info["ajour_url"], info["planday_url"]):
+            assert requests.get(f"{url}/_sandbox/config", timeout=5).json()["latency_ms"] == 20.0
         assert int((state_dir / "sandbox.pid").read_text()) == info["pid"]
         assert info["ajour_url"] in started.stdout and info["planday_url"] in started.stdout
         assert requests.get(f"{info['ajour_url']}/_sandbox/state", timeout=5).status_code == 200
@@ -500,7 +526,10 @@ def test_latency_delays_every_api_call_and_concurrent_calls_overlap(sb):
     from concurrent.futures import ThreadPoolExecutor
 
     config = f"{sb.ajour_url}/_sandbox/config"
-    assert requests.post(config, json={"latency_ms": 300}, timeout=5).json() == {"latency_ms": 300.0}
+    assert requests.post(config, json={"latency_ms": 300}, timeout=5).json() == {
+        "latency_ms": 300.0,
+        "lenient_types": False,
+    }
     assert requests.post(config, json={"latency_ms": "fast"}, timeout=5).status_code == 400
     assert requests.post(config, json={"delay": 1}, timeout=5).status_code == 400
 
@@ -515,4 +544,224 @@ def test_latency_delays_every_api_call_and_concurrent_calls_overlap(sb):
     assert min(each) >= 0.3  # every call waited
     assert time.monotonic() - started < 1.5  # side by side, not one after the other (10 × 0.3 s = 3 s)
     requests.post(f"{sb.ajour_url}/_sandbox/reset", timeout=5)
-    assert requests.get(config, timeout=5).json() == {"latency_ms": 0.0}
+    assert requests.get(config, timeout=5).json() == {"latency_ms": 0.0, "lenient_types": False}
+
+
+# ------------------------------------------------------------------------------------------ strictness
+
+
+def post_revenue(session: requests.Session, sb, body, **kwargs) -> requests.Response:
+    return session.post(f"{sb.planday_url}/revenue/v1.0/revenue", json=body, timeout=5, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"revenueUnitId": 1001, "date": "2026-11-24", "turnover": "12.50"}, "'turnover' must be a JSON number"),
+        ({"revenueUnitId": 1001, "date": "2026-11-24", "turnover": True}, "'turnover' must be a JSON number"),
+        ({"revenueUnitId": 1001, "date": "2026-11-24", "turnover": [1]}, "'turnover' must be a JSON number"),
+        ({"revenueUnitId": "1001", "date": "2026-11-24", "turnover": 1}, "'revenueUnitId' must be a JSON integer"),
+        ({"revenueUnitId": 1001.0, "date": "2026-11-24", "turnover": 1}, "'revenueUnitId' must be a JSON integer"),
+        ({"revenueUnitId": 1001, "turnover": 1}, "'date' is required"),
+        ({"revenueUnitId": 1001, "date": None, "turnover": 1}, "'date' is required"),
+        ({"date": "2026-11-24"}, "'revenueUnitId' and 'turnover' are required"),
+        ({"revenueUnitId": 1001, "date": "2026-11-24T00:00:00", "turnover": 1}, "'date' must be a string YYYY-MM-DD"),
+        ({"revenueUnitId": 1001, "date": 20261124, "turnover": 1}, "'date' must be a string YYYY-MM-DD"),
+        ({"revenueUnitId": 1001, "date": "2026-02-30", "turnover": 1}, "'date'"),
+        ({"revenueUnitId": 1001, "date": "2026-11-24", "turnover": 1, "description": 5}, "'description' must be"),
+        ([{"revenueUnitId": 1001}], "body must be a JSON object"),
+    ],
+)
+def test_planday_revenue_refuses_wrong_types_with_a_message_naming_the_field(sb, body, named):
+    session = planday_session(sb, f"p-type-{abs(hash(json.dumps(body))) % 10**6}")
+    resp = post_revenue(session, sb, body)
+    assert resp.status_code == 400, resp.text
+    assert set(resp.json()) == {"message"} and named in resp.json()["message"]
+    assert portal_state(sb, session.headers["X-ClientId"])["revenue"] == []
+
+
+def test_planday_revenue_body_rules_that_the_dto_allows(sb):
+    session = planday_session(sb, "p-dto")
+    url = f"{sb.planday_url}/revenue/v1.0/revenue"
+    # a field Planday's DTO does not have is ignored (model binding drops it), not stored
+    extra = post_revenue(session, sb, {"revenueUnitId": 1001, "date": "2026-11-24", "turnover": 1, "currency": "DKK"})
+    assert extra.status_code == 200 and "currency" not in extra.json()["data"]
+    # description is optional; null is the same as leaving it out
+    assert post_revenue(session, sb, {"revenueUnitId": 1002, "date": "2026-11-24", "turnover": 2}).status_code == 200
+    nulled = {"revenueUnitId": 1002, "date": "2026-11-25", "turnover": 2, "description": None}
+    assert post_revenue(session, sb, nulled).status_code == 200
+    # more than two decimals: accepted (a JSON number), stored rounded half-up to cents
+    precise = session.post(
+        url,
+        data=b'{"revenueUnitId": 1001, "date": "2026-11-26", "turnover": 10.005}',
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert precise.status_code == 200 and b'"turnover": 10.01' in precise.content
+    # JSON only: NaN is not JSON, and a body without Content-Type application/json is 415
+    nan = session.post(
+        url,
+        data=b'{"revenueUnitId": 1001, "date": "2026-11-27", "turnover": NaN}',
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert nan.status_code == 400 and "not valid JSON" in nan.json()["message"]
+    form = session.post(url, data={"revenueUnitId": "1001", "date": "2026-11-27", "turnover": "1"}, timeout=5)
+    assert form.status_code == 415 and "application/json" in form.json()["message"]
+    revenue = {(r["revenueUnitId"], r["date"]): r for r in portal_state(sb, "p-dto")["revenue"]}
+    assert set(revenue) == {(1001, "2026-11-24"), (1002, "2026-11-24"), (1002, "2026-11-25"), (1001, "2026-11-26")}
+    assert revenue[(1001, "2026-11-26")]["turnover"] == "10.01" and revenue[(1002, "2026-11-25")]["description"] == ""
+    # one schedule day per department and date: units of the same department share it
+    assert revenue[(1001, "2026-11-24")]["dayScheduleId"] == revenue[(1002, "2026-11-24")]["dayScheduleId"]
+    assert revenue[(1002, "2026-11-24")]["dayScheduleId"] != revenue[(1002, "2026-11-25")]["dayScheduleId"]
+
+
+def test_planday_paging_limits_on_every_list(sb):
+    session = planday_session(sb, "p-pages")
+    url = f"{sb.planday_url}/revenue/v1.0/revenue"
+    for day in range(1, 8):
+        body = {"revenueUnitId": 1001, "date": f"2026-11-{day:02d}", "turnover": day}
+        assert post_revenue(session, sb, body).status_code == 200
+    time.sleep(1.05)  # under the portal's 10 requests/s
+    page = session.get(url, params={"revenueUnitId": 1001, "offset": 5, "limit": 2}, timeout=5).json()
+    assert page["paging"] == {"offset": 5, "limit": 2, "total": 7}
+    assert [r["date"] for r in page["data"]] == ["2026-11-06", "2026-11-07"]
+    for params, named in (
+        ({"limit": 51}, "'limit'"),
+        ({"limit": 0}, "'limit'"),
+        ({"offset": -1}, "'offset'"),
+        ({"offset": "x"}, "'offset'"),
+    ):
+        for path in ("/revenue/v1.0/revenue", "/revenue/v1.0/revenueunits"):
+            resp = session.get(f"{sb.planday_url}{path}", params=params, timeout=5)
+            assert resp.status_code == 400 and named in resp.json()["message"], (path, params)
+        time.sleep(0.25)
+
+
+def test_planday_reject_fault_refuses_one_row_of_fifty_with_the_vendors_message(sb):
+    rule = {
+        "revenueUnitId": 1002,
+        "date": "2026-11-20",
+        "status": 400,
+        "message": "Turnover exceeds the allowed maximum",
+    }
+    faults = set_faults(sb.planday_url, reject=[rule])
+    assert faults["reject"] == [rule]
+    assert requests.get(f"{sb.planday_url}/_sandbox/faults", timeout=5).json()["faults"]["reject"] == [rule]
+    sessions = [planday_session(sb, f"p-rej{i}") for i in range(5)]  # 10 rows per portal: under its limit
+    answers = {}
+    for n, (unit, day) in enumerate((u, d) for u in (1001, 1002) for d in range(1, 26)):
+        body = {"revenueUnitId": unit, "date": f"2026-11-{day:02d}", "turnover": 100 + day}
+        answers[(unit, day)] = post_revenue(sessions[n % 5], sb, body)
+    refused = {key: r for key, r in answers.items() if r.status_code != 200}
+    assert list(refused) == [(1002, 20)]
+    assert refused[(1002, 20)].status_code == 400
+    assert refused[(1002, 20)].json() == {"message": "Turnover exceeds the allowed maximum"}
+    stored = sum(len(portal_state(sb, f"p-rej{i}")["revenue"]) for i in range(5))
+    assert stored == 49
+    # the body is validated first: a wrong type gets its own 400, not the rule's
+    time.sleep(1.05)
+    bad = post_revenue(sessions[0], sb, {"revenueUnitId": 1002, "date": "2026-11-20", "turnover": "1"})
+    assert "'turnover' must be a JSON number" in bad.json()["message"]
+    set_faults(sb.planday_url)  # {} clears the rules too
+    ok = post_revenue(sessions[0], sb, {"revenueUnitId": 1002, "date": "2026-11-20", "turnover": 1})
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        {"revenueUnitId": 1002},
+        [{"revenueUnitId": "1002", "date": "2026-11-20"}],
+        [{"revenueUnitId": 1002, "date": "20-11-2026"}],
+        [{"revenueUnitId": 1002, "date": "2026-11-20", "status": 200}],
+        [{"revenueUnitId": 1002, "date": "2026-11-20", "turnover": 5}],
+    ],
+)
+def test_planday_reject_rules_are_validated(sb, rules):
+    resp = requests.post(f"{sb.planday_url}/_sandbox/faults", json={"reject": rules}, timeout=5)
+    assert resp.status_code == 400, resp.text
+    assert requests.get(f"{sb.planday_url}/_sandbox/faults", timeout=5).json()["faults"]["reject"] == []
+
+
+def test_ajour_has_no_rows_to_reject(sb):
+    resp = requests.post(f"{sb.ajour_url}/_sandbox/faults", json={"reject": [{"location": "L1"}]}, timeout=5)
+    assert resp.status_code == 400 and "not supported" in resp.json()["message"]
+    assert requests.post(f"{sb.ajour_url}/_sandbox/faults", json={"reject": []}, timeout=5).status_code == 200
+
+
+def test_planday_per_minute_window_of_the_portal():
+    from sandbox.server import PlandayApp
+
+    now = [1000.0]
+    app = PlandayApp(clock=lambda: now[0])
+    seen = []
+    for _ in range(500):
+        allowed, headers = app._rate_limit("p")
+        seen.append(allowed)
+        now[0] += 0.11  # under 10 per second: 500 calls in 55 s
+    assert all(seen)
+    assert headers["x-ratelimit-limit"].startswith("500, ") and headers["x-ratelimit-remaining"] == "0"
+    allowed, headers = app._rate_limit("p")  # 501st within the minute
+    assert not allowed and headers["x-ratelimit-limit"].startswith("500, ")
+    assert int(headers["Retry-After"]) == int(headers["x-ratelimit-reset"]) >= 1
+    assert app._rate_limit("other")[0]  # per portal
+    now[0] += 60
+    assert app._rate_limit("p")[0]
+
+
+def test_planday_latency_concurrent_requests_overlap(sb):
+    from concurrent.futures import ThreadPoolExecutor
+
+    sessions = [planday_session(sb, f"p-lat{i}") for i in range(10)]
+    config = f"{sb.planday_url}/_sandbox/config"
+    assert requests.post(config, json={"latency_ms": 200}, timeout=5).json()["latency_ms"] == 200.0
+
+    def call(session):
+        start = time.monotonic()
+        resp = session.get(f"{sb.planday_url}/revenue/v1.0/revenueunits", timeout=5)
+        return resp.status_code, time.monotonic() - start
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(call, sessions))
+    elapsed = time.monotonic() - started
+    assert {status for status, _ in results} == {200}
+    assert min(took for _, took in results) >= 0.2  # every answer waited
+    assert elapsed < 1.0, elapsed  # side by side: one after the other would take 10 × 0.2 s = 2 s
+    # control endpoints answer at once
+    started = time.monotonic()
+    requests.get(f"{sb.planday_url}/_sandbox/state", timeout=5)
+    assert time.monotonic() - started < 0.2
+
+
+def test_sandbox_serves_many_clients_and_keeps_its_log_bounded(sb):
+    from sandbox.server import LOG_SIZE, Sandbox, _Server
+
+    assert _Server.daemon_threads and _Server.request_queue_size >= 128
+    assert sb.planday.log.maxlen == sb.ajour.log.maxlen == LOG_SIZE
+    with pytest.raises(ValueError, match="latency_ms"):
+        Sandbox(latency_ms=-1)
+    assert requests.post(f"{sb.planday_url}/_sandbox/config", json={"latency_ms": 60001}, timeout=5).status_code == 400
+    refused = requests.post(f"{sb.planday_url}/_sandbox/config", json={"lenient_types": True, "latency_ms": -5})
+    assert refused.status_code == 400
+    assert requests.get(f"{sb.planday_url}/_sandbox/config", timeout=5).json() == {
+        "latency_ms": 0.0,
+        "lenient_types": False,  # a refused config changes nothing
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "named"),
+    [
+        ("/api/v1/revenue", {"from": "2026-11-20", "to": "2026-11-21", "locaton": "L1"}, "'locaton'"),
+        ("/api/v1/revenue", [("from", "2026-11-20"), ("from", "2026-11-21"), ("to", "2026-11-21")], "'from'"),
+        ("/api/v1/locations", {"page": "2"}, "'page'"),
+    ],
+)
+def test_ajour_refuses_unknown_and_repeated_parameters(sb, path, params, named):
+    resp = requests.get(
+        f"{sb.ajour_url}{path}", params=params, headers=ajour_headers(), auth=("u", "pw-c100"), timeout=5
+    )
+    assert resp.status_code == 400
+    assert resp.json()["error"] == "bad_request" and named in resp.json()["message"]

@@ -232,28 +232,47 @@ def test_planday_refused_refresh_token_is_one_auth_error(sandbox):
 
 def test_planday_deliver_sends_turnover_as_an_exact_json_number(sandbox):
     client = planday(sandbox)
-    bodies: list[dict] = []
+    sent_requests: list = []
 
     def record(response, *args, **kwargs):
         if response.request.path_url.endswith("/revenue"):
-            bodies.append(response.request.body)
+            sent_requests.append(response.request)
 
     client.http.session.hooks["response"].append(record)
     day = date(2026, 3, 3)
-    assert client.deliver("revenue", TargetRow(target_key="1001", business_date=day, amount=Decimal("1234.5")))
-    assert json.loads(bodies[0], parse_float=Decimal) == {
+    first = client.deliver("revenue", TargetRow(target_key="1001", business_date=day, amount=Decimal("1234.50")))
+    body = sent_requests[0].body
+    assert sent_requests[0].headers["Content-Type"] == "application/json"
+    assert json.loads(body, parse_float=Decimal) == {
         "revenueUnitId": 1001,
         "date": "2026-03-03",
         "turnover": Decimal("1234.50"),
         "description": "tillflow",
     }
-    assert b'"turnover": 1234.50' in bodies[0]  # a number with its exact digits, not a string or a float
+    assert b'"turnover": 1234.50' in body  # a number with its exact digits, not a string or a float
+    assert b'"revenueUnitId": 1001,' in body  # an integer, not "1001"
+    stored = sandbox.planday.portals["c1"]["revenue"][(1001, "2026-03-03")]["turnover"]
+    assert isinstance(stored, Decimal) and stored == Decimal("1234.50")  # what the vendor parsed, exactly
+    # the target id is Planday's id for the record (its schedule day), as the sandbox holds it
+    assert first.status == "delivered" and first.target_id is not None
+    assert first.target_id == str(portal_revenue(sandbox)[(1001, "2026-03-03")]["dayScheduleId"])
     result = client.deliver("revenue", TargetRow(target_key="1001", business_date=day, amount=Decimal("1300")))
-    assert result.status == "delivered"
+    assert (result.status, result.target_id) == ("delivered", first.target_id)  # the same record, updated
+    assert b'"turnover": 1300.00' in sent_requests[1].body
     state = portal_revenue(sandbox)
     assert list(state) == [(1001, "2026-03-03")]
     assert (state[(1001, "2026-03-03")]["turnover"], state[(1001, "2026-03-03")]["writes"]) == ("1300.00", 2)
     assert client.existing("revenue", ["1001", "1002"], Window(day, day)) == {("1001", day, None): Decimal("1300.00")}
+
+
+def test_planday_deliver_never_passes_amounts_through_float(sandbox):
+    client = planday(sandbox)
+    amounts = [Decimal("0.10"), Decimal("1234567890.12"), Decimal("-5.05"), Decimal("9007199254740993.01")]
+    for offset, amount in enumerate(amounts):
+        row = TargetRow(target_key="1002", business_date=date(2026, 3, 3) + timedelta(offset), amount=amount)
+        assert client.deliver("revenue", row).status == "delivered"
+    stored = sandbox.planday.portals["c1"]["revenue"]
+    assert [stored[(1002, (date(2026, 3, 3) + timedelta(o)).isoformat())]["turnover"] for o in range(4)] == amounts
 
 
 def test_planday_409_no_opening_day_is_skipped(sandbox):
@@ -339,6 +358,82 @@ def test_secrets_never_in_errors(sandbox):
         client.test_connection()
     token = client.access_token()
     assert "rt-c1" not in str(info.value) and token not in str(info.value)
+
+
+def test_planday_400_for_a_row_is_a_remote_error_with_planday_s_message_naming_unit_and_day(sandbox):
+    rule = {
+        "revenueUnitId": 1002,
+        "date": "2026-11-20",
+        "status": 400,
+        "message": "Turnover exceeds the allowed maximum\n(token rt-c1 in a stack trace)",
+    }
+    control(sandbox.planday_url, "faults", {"reject": [rule]})
+    client = planday(sandbox)
+    row = TargetRow(target_key="1002", business_date=date(2026, 11, 20), amount=Decimal("99999.99"))
+    with pytest.raises(RemoteError) as exc:
+        client.deliver("revenue", row)
+    message = str(exc.value)
+    assert exc.value.status == 400 and exc.value.permanent
+    assert message == (
+        "planday: unit 1002 on 2026-11-20 refused (HTTP 400): Turnover exceeds the allowed maximum "
+        "(token *** in a stack trace)"
+    )
+    posts = sent(sandbox.planday_url, "/revenue/v1.0/revenue")
+    assert [p["status"] for p in posts] == [400]  # asked once: a refusal is not retried
+    # the other rows still go
+    other = client.deliver("revenue", TargetRow(target_key="1001", business_date=date(2026, 11, 20), amount=1))
+    assert other.status == "delivered"
+
+
+def test_planday_other_client_errors_name_the_unit_and_day(sandbox):
+    client = planday(sandbox)
+    original = client.http.session.request
+
+    def without_content_type(method, url, **kwargs):
+        kwargs["headers"] = {k: v for k, v in (kwargs.get("headers") or {}).items() if k != "Content-Type"}
+        return original(method, url, **kwargs)
+
+    client.http.session.request = without_content_type  # a client bug the vendor answers 415
+    with pytest.raises(RemoteError) as exc:
+        client.deliver("revenue", TargetRow(target_key="1001", business_date=date(2026, 3, 3), amount=1))
+    assert exc.value.status == 415
+    assert str(exc.value).startswith("planday: unit 1001 on 2026-03-03: POST /revenue/v1.0/revenue answered HTTP 415")
+
+
+def test_planday_existing_pages_by_50(sandbox):
+    start = date(2026, 1, 1)
+    for offset in range(60):
+        day = (start + timedelta(offset)).isoformat()
+        control(sandbox.planday_url, "portals/c1/revenue", {"revenueUnitId": 1001, "date": day, "turnover": offset})
+    found = planday(sandbox).existing("revenue", ["1001"], Window(start, start + timedelta(59)))
+    assert len(found) == 60 and found[("1001", start + timedelta(59), None)] == Decimal("59.00")
+    calls = sent(sandbox.planday_url, "/revenue/v1.0/revenue")
+    assert [(c["query"]["offset"], c["query"]["limit"]) for c in calls] == [("0", "50"), ("50", "50")]
+
+
+def test_planday_rate_limiters_per_portal_and_per_client_id():
+    conn = ConnectionInfo(conn_id="planday_a", login="app-1", password="rt-portal-a-secret")
+    a = PlandayClient.from_connection(conn)
+    b = PlandayClient.from_connection(replace(conn, conn_id="planday_b", password="rt-portal-b-secret"))
+    a_again = PlandayClient.from_connection(replace(conn, conn_id="planday_a2"))
+    portal_a, client_a = a.http.limiters
+    portal_b, client_b = b.http.limiters
+    assert (portal_a.rate, client_a.rate) == (8.0, 30.0)  # 480/min per portal, 1,800/min per client id
+    assert client_a is client_b  # one app id, many portals: one limiter for the whole process
+    assert portal_a is not portal_b and a_again.http.limiters == (portal_a, client_a)
+    key = PlandayClient.portal_rate_key("rt-portal-a-secret")
+    assert key.startswith("planday:portal:") and "rt-portal-a-secret" not in key and "secret" not in key
+    custom = replace(
+        conn,
+        conn_id="planday_c",
+        login="app-2",
+        password="rt-c",
+        extra={"rate_per_second": "5", "client_rate_per_second": 20},
+    )
+    assert [limiter.rate for limiter in PlandayClient.from_connection(custom).http.limiters] == [5.0, 20.0]
+    for bad in (0, -1, "fast", True):
+        with pytest.raises(ConfigError, match=r"extra\.client_rate_per_second"):
+            PlandayClient.from_connection(replace(conn, extra={"client_rate_per_second": bad}))
 
 
 def test_planday_refused_row_raises_a_permanent_remote_error_with_the_vendors_message(sandbox):

@@ -311,3 +311,61 @@ def test_rate_limiter_registry_shares_per_key(server):
     two = HttpClient(server.url, policy=policy, rate_key="test:portal")
     assert one.limiter is two.limiter is not None
     assert HttpClient(server.url, policy=HttpPolicy()).limiter is None
+
+
+def test_threads_sharing_one_limiter_key_hold_its_rate_together():
+    """Eight threads of one worker process, each with its own client of the same portal: the observed
+    rate over the whole run and in every one-second window stays at the limiter's rate."""
+    rate = 40.0
+    stamps: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        limiter = rate_limiter("test:threads-portal", rate)  # looked up per client, as clients do
+        for _ in range(8):
+            limiter.acquire()
+            with lock:
+                stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stamps.sort()
+    assert len(stamps) == 64
+    assert (stamps[-1] - stamps[0]) >= (64 - 1) / rate * 0.95  # not faster than the rate together
+    for i, first in enumerate(stamps):  # no one-second window holds more than rate + burst
+        assert sum(1 for s in stamps[i:] if s < first + 1.0) <= rate + 1
+
+
+def test_every_attempt_takes_a_token_from_each_limiter(server):
+    class Counting(RateLimiter):
+        def __init__(self) -> None:
+            super().__init__(1000)
+            self.taken = 0
+
+        def acquire(self) -> float:
+            self.taken += 1
+            return super().acquire()
+
+    per_app = Counting()
+    client = HttpClient(
+        server.url,
+        policy=HttpPolicy(rate_per_second=1000, backoff_base=0.001),
+        rate_key="test:extra-portal",
+        extra_limiters=(per_app,),
+        sleep=lambda s: None,
+    )
+    assert client.limiters == (client.limiter, per_app) and client.limiter is not None
+    server.respond(503).respond(200)
+    client.request("GET", "/x")
+    assert per_app.taken == 2  # the retry took a token too
+    assert HttpClient(server.url, extra_limiters=(per_app,)).limiters == (per_app,)
+
+
+def test_raw_bytes_body_is_sent_as_is(server):
+    client = HttpClient(server.url)
+    client.request("POST", "/x", data=b'{"amount": 1234.50}', headers={"Content-Type": "application/json"})
+    (seen,) = server.seen
+    assert seen["body"] == b'{"amount": 1234.50}' and seen["headers"]["Content-Type"] == "application/json"

@@ -13,6 +13,7 @@ account's flow shows *needs_mapping* and is tried again at its next run).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from airflow.sdk import BaseHook, BaseOperator
@@ -115,22 +116,20 @@ class RunAccountsOperator(BaseOperator):
         shard = dict(self.shard)
         context["tillflow_label"] = shard["label"]
         cache: dict[str, ConnectionInfo | Exception] = {}
-
-        def prefetch(ids: list[str]) -> None:
-            for conn_id in ids:
-                if conn_id in cache:
-                    continue
-                try:
-                    info = connection_info(conn_id)
-                    self.known_secrets.extend(info.secrets())
-                    cache[conn_id] = info
-                except ConfigError as exc:
-                    cache[conn_id] = exc
+        lookup = threading.Lock()
 
         def conns(conn_id: str) -> ConnectionInfo:
-            found = cache.get(conn_id)
-            if found is None:
-                raise ConfigError(f"connection: {conn_id!r} was not looked up for this shard")
+            # One lookup at a time (the task's channel to Airflow's secrets is one socket), while the other
+            # threads go on with their HTTP and database work: lookups overlap with the accounts' work.
+            with lookup:
+                found = cache.get(conn_id)
+                if found is None:
+                    try:
+                        found = connection_info(conn_id)
+                        self.known_secrets.extend(found.secrets())
+                    except ConfigError as exc:
+                        found = exc
+                    cache[conn_id] = found
             if isinstance(found, Exception):
                 raise found
             return found
@@ -141,7 +140,6 @@ class RunAccountsOperator(BaseOperator):
             run_id=context["run_id"],
             shard=int(shard["shard"]),
             conns=conns,
-            prefetch=prefetch,
             secrets=self.known_secrets,
         )
         summary = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -728,17 +729,21 @@ class Store(RunStateMixin):
 
 
 _migrated: set[str] = set()
+_migrating = threading.Lock()
 
 
 def ensure_schema(url: str | None = None) -> list[int]:
-    """Bring the schema up to date once per process and database (under an advisory lock); cheap after.
-    Returns the migration versions applied now."""
+    """Bring the schema up to date once per process and database (under an advisory lock); cheap after
+    (a set lookup). Returns the migration versions applied now."""
     url = url or database_url()
     if url in _migrated:
         return []
-    with connect(url) as conn:
-        applied = migrate(conn)
-    _migrated.add(url)
+    with _migrating:  # threads of one process: one migrates, the others wait and find it done
+        if url in _migrated:
+            return []
+        with connect(url) as conn:
+            applied = migrate(conn)
+        _migrated.add(url)
     return applied
 
 

@@ -11,19 +11,26 @@ answer was lost can be found again. States::
     claimed / sent / unknown ─▶ failed (refused for good, with the vendor's message) ─▶ claimed (retried by hand)
 
 A source event that changes after posting gets a reversal plus a new revision — never an edit; a
-deleted event gets a reversal. No Airflow import.
+deleted event gets a reversal. The reversal's payload is the caller's to build (``reverse``: the posted
+payload in, its mirror out — debit and credit swapped are a ledger rule, not the outbox's); the outbox
+keeps it beside the entry it reverses (``reverses_id``), and a replacement entry is only posted once that
+reversal is (:meth:`Outbox.waiting_for`). One posting pass per account and flow at a time
+(:meth:`Outbox.posting`), so a row found ``sent`` at the start of a pass was left by a pass that died
+mid-call and is looked up like ``unknown``. No Airflow import.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from psycopg import pq
 from psycopg.types.json import Jsonb
 
-from tillflow.errors import TillflowError
+from tillflow.errors import TillflowError, TransientError
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "claimed": frozenset({"sent", "failed", "superseded"}),
@@ -80,8 +87,12 @@ class Outbox:
             latest = self._latest_entry(account_id, flow, event_key)
             if latest is None:
                 return [self._insert(account_id, flow, event_key, 1, account_key, "entry", payload, digest)]
-            if latest["payload_hash"] == digest and latest["state"] != "superseded":
-                return []
+            if (
+                latest["payload_hash"] == digest
+                and latest["state"] != "superseded"
+                and latest["reversed_by_id"] is None
+            ):
+                return []  # unchanged (and not on its way out: a deleted event that came back is posted again)
             if latest["state"] in ("claimed", "failed"):  # never reached the target: take the new payload
                 row = self.conn.execute(
                     "UPDATE tillflow.outbox SET payload = %s, payload_hash = %s, state = 'claimed', error = '',"
@@ -123,6 +134,53 @@ class Outbox:
         self.conn.commit()
         return rows
 
+    def waiting_for(self, row: dict[str, Any]) -> str | None:
+        """For a replacement entry (revision 2, 3, …): the posting key of an earlier revision's reversal
+        that is not posted yet (claimed, sent, unknown or failed) — the entry waits for it, so the ledger
+        never holds the old and the new amount at once. None when it may go."""
+        if row["kind"] != "entry" or row["revision"] <= 1:
+            return None
+        found = self.conn.execute(
+            "SELECT posting_key FROM tillflow.outbox WHERE account_id = %s AND flow = %s AND event_key = %s"
+            " AND kind = 'reversal' AND revision < %s AND state IN ('claimed', 'sent', 'unknown', 'failed')"
+            " ORDER BY id LIMIT 1",
+            (row["account_id"], row["flow"], row["event_key"], row["revision"]),
+        ).fetchone()
+        self.conn.commit()
+        return found["posting_key"] if found else None
+
+    @contextmanager
+    def posting(self, account_id: int, flow: str) -> Iterator[None]:
+        """Hold the account's and flow's posting lock (a session advisory lock, released with the
+        connection if the worker dies); a second pass at the same time gets a :class:`TransientError`."""
+        key = f"{account_id}:{flow}"
+        got = self.conn.execute(
+            "SELECT pg_try_advisory_lock(hashtext('tillflow.outbox'), hashtext(%s)) AS ok", (key,)
+        ).fetchone()
+        self.conn.commit()
+        if not got["ok"]:
+            raise TransientError(f"outbox: another pass is posting for account {account_id} flow {flow}; try later")
+        try:
+            yield
+        finally:
+            if not self.conn.closed:
+                if self.conn.info.transaction_status == pq.TransactionStatus.INERROR:
+                    self.conn.rollback()
+                self.conn.execute("SELECT pg_advisory_unlock(hashtext('tillflow.outbox'), hashtext(%s))", (key,))
+                self.conn.commit()
+
+    def recover_sent(self, account_id: int, flow: str) -> int:
+        """Sent rows at the start of a pass were left by a pass that died during the call (only one pass
+        runs at a time): their outcome is unknown, to be looked up before any re-post."""
+        with self.conn.transaction():
+            cur = self.conn.execute(
+                "UPDATE tillflow.outbox SET state = 'unknown', updated_at = now(),"
+                " error = 'the pass that sent it ended without recording the answer'"
+                " WHERE account_id = %s AND flow = %s AND state = 'sent'",
+                (account_id, flow),
+            )
+        return cur.rowcount
+
     def history(self, account_id: int, flow: str, event_key: str) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             "SELECT * FROM tillflow.outbox WHERE account_id = %s AND flow = %s AND event_key = %s ORDER BY id",
@@ -160,7 +218,12 @@ class Outbox:
         return done
 
     def fail(self, row: dict[str, Any], error: str) -> dict[str, Any]:
+        """Refused for good (the vendor's message in ``error``): not posted again until :meth:`retry`."""
         return self._move(row, "failed", error=error)
+
+    def retry(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Failed → claimed: post it again at the next pass (after the cause was fixed)."""
+        return self._move(row, "claimed", error="")
 
     # ---------------------------------------------------------------- internals
 
