@@ -551,10 +551,6 @@ def run_shard(
     return result
 
 
-def mark_failed(store: Store, item: WorkItem, run_id: str, error: str) -> None:
-    store.activity_update(run_id, item.account_id, item.flow, status="failed", error=error, finished=True)
-
-
 def report(store: Store, run_id: str, not_run: dict[str, str] | None = None) -> tuple[str, list[dict[str, Any]]]:
     """A per-account summary of one run; returns (text, failed rows). Rows that never finished failed."""
     rows = store.activity(run_id=run_id)

@@ -310,3 +310,19 @@ def test_a_setting_a_flow_kind_needs_is_refused_when_missing(spec, monkeypatch):
 def test_a_run_time_off_the_dags_ticks_is_refused(spec):
     with pytest.raises(ConfigError, match=r"^run_time: 07:30 .* when ajour_to_planday does not tick \(0 5-23"):
         parse_settings({"run_time": "07:30"}, spec=spec)
+
+
+def test_a_flow_kind_declares_what_the_platform_needs():
+    from tillflow.flows import get_kind
+
+    assert get_kind("revenue").describe() == {
+        "kind": "revenue",
+        "record": "RevenueLine",
+        "table": "tillflow.revenue",
+        "key": ["account_id", "target_key", "business_date", "hour"],
+        "windows": ["closed_days", "open_day"],
+        "gate": "with_data",
+        "delivery": "keyed_upsert",
+        "settings": ["vat"],
+    }
+    assert get_kind("revenue_hourly").describe()["windows"] == ["open_day", "closed_days"]

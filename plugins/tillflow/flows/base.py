@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -84,10 +83,3 @@ class FlowKind(ABC):
             "delivery": self.delivery,
             "settings": sorted(self.settings_model.model_fields),
         }
-
-
-def window_at(kind: FlowKind, flow: Any, settings: Any, at: datetime, *, since: datetime | None = None):
-    """The business dates a flow of ``kind`` reads at ``at`` (see :mod:`tillflow.windows`)."""
-    from tillflow import windows
-
-    return windows.flow_window(flow.window_strategy, flow, settings, at, since=since)

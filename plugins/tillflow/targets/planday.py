@@ -254,34 +254,35 @@ class PlandayClient(TargetClient):
 
     # -- reference data
 
-    def revenue_units(self) -> list[RefItem]:
-        """All revenue units of the portal, paging with ``limit=50`` until ``offset >= total``."""
-        items: dict[str, RefItem] = {}
+    def _pages(self, path: str, params: dict[str, Any], what: str):
+        """The records of every page of a Planday list (``limit=50`` until ``offset >= total``)."""
         offset = 0
         while True:
-            params = {"offset": offset, "limit": self.page_limit}
-            body = _json(self._api("GET", _UNITS_PATH, params=params))
+            body = _json(self._api("GET", path, params={**params, "offset": offset, "limit": self.page_limit}))
             data = body.get("data") if isinstance(body, dict) else None
             if not isinstance(data, list):
-                raise RemoteError(f"{self.name}: GET {_UNITS_PATH} answered without a 'data' list (offset {offset})")
-            for unit in data:
-                if not isinstance(unit, dict) or unit.get("id") is None:
-                    raise RemoteError(f"{self.name}: GET {_UNITS_PATH} returned a unit without an id: {unit!r}")
-                key = str(unit["id"])
-                extra = {"departmentId": unit["departmentId"]} if unit.get("departmentId") is not None else {}
-                items[key] = RefItem(key=key, name=str(unit.get("name") or key), extra=extra)
-            total = (body.get("paging") or {}).get("total")
+                raise RemoteError(f"{self.name}: GET {path} answered without a 'data' list ({what}, offset {offset})")
+            yield from data
             offset += len(data)
+            total = (body.get("paging") or {}).get("total")
             if total is None:
                 if len(data) < self.page_limit:
-                    break
+                    return
                 continue
             if offset >= int(total):
-                break
+                return
             if not data:
-                raise TransientError(
-                    f"{self.name}: revenue unit paging ended early at offset {offset} of total {total}; try again"
-                )
+                raise TransientError(f"{self.name}: {what} paging ended early at offset {offset} of {total}; try again")
+
+    def revenue_units(self) -> list[RefItem]:
+        """All revenue units of the portal."""
+        items: dict[str, RefItem] = {}
+        for unit in self._pages(_UNITS_PATH, {}, "revenue units"):
+            if not isinstance(unit, dict) or unit.get("id") is None:
+                raise RemoteError(f"{self.name}: GET {_UNITS_PATH} returned a unit without an id: {unit!r}")
+            key = str(unit["id"])
+            extra = {"departmentId": unit["departmentId"]} if unit.get("departmentId") is not None else {}
+            items[key] = RefItem(key=key, name=str(unit.get("name") or key), extra=extra)
         return list(items.values())
 
     def test_connection(self) -> list[RefItem]:
@@ -316,45 +317,19 @@ class PlandayClient(TargetClient):
         found: dict[tuple[str, date, int | None], Decimal] = {}
         for key in dict.fromkeys(target_keys):
             unit_id = self._unit_id(key)
-            offset = 0
-            while True:
-                params = {
-                    "revenueUnitId": unit_id,
-                    "from": window.start.isoformat(),
-                    "to": window.end.isoformat(),
-                    "offset": offset,
-                    "limit": self.page_limit,
-                }
-                body = _json(self._api("GET", _REVENUE_PATH, params=params))
-                data = body.get("data") if isinstance(body, dict) else None
-                if not isinstance(data, list):
+            params = {"revenueUnitId": unit_id, "from": window.start.isoformat(), "to": window.end.isoformat()}
+            for rec in self._pages(_REVENUE_PATH, params, f"revenue of unit {unit_id}"):
+                try:
+                    if rec.get("revenueUnitId") is not None and int(rec["revenueUnitId"]) != unit_id:
+                        continue
+                    day = date.fromisoformat(rec["date"])
+                    amount = money(rec["turnover"])
+                except (AttributeError, KeyError, TypeError, ValueError) as exc:
                     raise RemoteError(
-                        f"{self.name}: GET {_REVENUE_PATH} answered without a 'data' list (unit {unit_id})"
-                    )
-                for rec in data:
-                    try:
-                        if rec.get("revenueUnitId") is not None and int(rec["revenueUnitId"]) != unit_id:
-                            continue
-                        day = date.fromisoformat(rec["date"])
-                        amount = money(rec["turnover"])
-                    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-                        raise RemoteError(
-                            f"{self.name}: unreadable revenue record for unit {unit_id}: {rec!r} ({exc})"
-                        ) from None
-                    if window.start <= day <= window.end:
-                        found[(key, day, None)] = amount
-                offset += len(data)
-                total = (body.get("paging") or {}).get("total")
-                if total is None:
-                    if len(data) < self.page_limit:
-                        break
-                    continue
-                if offset >= int(total):
-                    break
-                if not data:
-                    raise TransientError(
-                        f"{self.name}: revenue paging for unit {unit_id} ended early at offset {offset} of {total}"
-                    )
+                        f"{self.name}: unreadable revenue record for unit {unit_id}: {rec!r} ({exc})"
+                    ) from None
+                if window.start <= day <= window.end:
+                    found[(key, day, None)] = amount
         return found
 
     def deliver(self, flow: str, row: TargetRow) -> DeliveryResult:
