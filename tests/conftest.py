@@ -116,7 +116,7 @@ def sandbox(sandbox_server):
     """The vendor stand-ins, reset (state, faults, request log) for each test."""
     import requests
 
-    for url in (sandbox_server.ajour_url, sandbox_server.planday_url):
+    for url in sandbox_server.urls.values():
         requests.post(f"{url}/_sandbox/reset", timeout=5).raise_for_status()
     return sandbox_server
 

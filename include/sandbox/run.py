@@ -74,12 +74,8 @@ def _read_state(state_dir: str) -> dict | None:
 
 def _running(state_dir: str) -> dict | None:
     info = _read_state(state_dir)
-    if (
-        info
-        and _pid_alive(info["pid"])
-        and _answers(info.get("ajour_url", ""))
-        and _answers(info.get("planday_url", ""))
-    ):
+    names = ("ajour_url", "planday_url", "kassatellen_url", "eitje_url")  # an older sandbox lacks some: replaced
+    if info and _pid_alive(info["pid"]) and all(_answers(info.get(n, "")) for n in names):
         return info
     return None
 
@@ -90,9 +86,8 @@ def _remove_files(state_dir: str) -> None:
 
 
 def _print_urls(info: dict) -> None:
-    print(f"ajour_url={info['ajour_url']}")
-    print(f"planday_url={info['planday_url']}")
-    print(f"pid={info['pid']}")
+    for key, value in info.items():
+        print(f"{key}={value}")
 
 
 def cmd_start(args) -> int:
@@ -117,6 +112,10 @@ def cmd_start(args) -> int:
         str(args.ajour_port),
         "--planday-port",
         str(args.planday_port),
+        "--kassatellen-port",
+        str(args.kassatellen_port),
+        "--eitje-port",
+        str(args.eitje_port),
         "--latency-ms",
         str(args.latency_ms),
         "--ready-file",
@@ -138,7 +137,7 @@ def cmd_start(args) -> int:
                 urls = json.loads(ready_path.read_text())
             except ValueError:
                 urls = None  # half-written; try again
-        if urls and _answers(urls["ajour_url"], 0.5) and _answers(urls["planday_url"], 0.5):
+        if urls and all(_answers(u, 0.5) for k, u in urls.items() if k.endswith("_url")):
             break
         time.sleep(0.05)
     else:
@@ -147,7 +146,7 @@ def cmd_start(args) -> int:
         ready_path.unlink(missing_ok=True)
         return 1
     ready_path.unlink(missing_ok=True)
-    info = {"ajour_url": urls["ajour_url"], "planday_url": urls["planday_url"], "pid": proc.pid}
+    info = {k: u for k, u in urls.items() if k.endswith("_url")} | {"pid": proc.pid}
     tmp = info_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(info, indent=2) + "\n")
     os.replace(tmp, info_path)
@@ -209,7 +208,12 @@ def cmd_serve(args) -> int:
 
     try:
         sandbox = Sandbox(
-            ajour_port=args.ajour_port, planday_port=args.planday_port, host=args.host, latency_ms=args.latency_ms
+            ajour_port=args.ajour_port,
+            planday_port=args.planday_port,
+            kassatellen_port=args.kassatellen_port,
+            eitje_port=args.eitje_port,
+            host=args.host,
+            latency_ms=args.latency_ms,
         ).start()
     except OSError as exc:
         print(
@@ -225,13 +229,13 @@ def cmd_serve(args) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    urls = {"ajour_url": sandbox.ajour_url, "planday_url": sandbox.planday_url, "pid": os.getpid()}
+    urls = {f"{name}_url": url for name, url in sandbox.urls.items()} | {"pid": os.getpid()}
     if args.ready_file:
         ready = Path(args.ready_file)
         tmp = ready.with_suffix(".tmp")
         tmp.write_text(json.dumps(urls))
         os.replace(tmp, ready)
-    print(f"sandbox serving: ajour {urls['ajour_url']}  planday {urls['planday_url']}", flush=True)
+    print("sandbox serving: " + "  ".join(f"{n} {u}" for n, u in sandbox.urls.items()), flush=True)
     try:
         while not done.wait(0.5):
             pass
@@ -251,12 +255,16 @@ def _latency(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="tillflow vendor sandbox (Ajour + Planday stand-ins)")
+    parser = argparse.ArgumentParser(
+        description="tillflow vendor sandbox (Ajour, Planday, Kassatellen, Eitje stand-ins)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("start", "serve"):
         p = sub.add_parser(name)
         p.add_argument("--ajour-port", type=int, default=8701, help="0 = any free port")
         p.add_argument("--planday-port", type=int, default=8702, help="0 = any free port")
+        p.add_argument("--kassatellen-port", type=int, default=8703, help="0 = any free port")
+        p.add_argument("--eitje-port", type=int, default=8704, help="0 = any free port")
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument(
             "--latency-ms", type=_latency, default=0, help="answer every API call after this long (0..60000)"

@@ -1,4 +1,4 @@
-"""Stand-in HTTP servers for the Ajour (POS) and Planday (workforce) APIs.
+"""Stand-in HTTP servers for the Ajour (POS) and Planday (workforce) APIs (Kassatellen and Eitje: ``hourly``).
 
 Implements ``include/sandbox/CONTRACT.md``. Standard library only and nothing from ``tillflow``: the
 sandbox must not share code with the clients it exercises.
@@ -1072,16 +1072,31 @@ class _Server(ThreadingHTTPServer):
 
 
 class Sandbox:
-    """Both vendor servers, each in a daemon thread. ``start()`` returns self; usable as a context manager."""
+    """Every vendor stand-in, each on its own port in a daemon thread. ``start()`` returns self; usable
+    as a context manager. Ajour and Planday here; Kassatellen and Eitje in :mod:`sandbox.hourly`."""
 
     def __init__(
-        self, ajour_port: int = 0, planday_port: int = 0, host: str = "127.0.0.1", latency_ms: float = 0
+        self,
+        ajour_port: int = 0,
+        planday_port: int = 0,
+        host: str = "127.0.0.1",
+        latency_ms: float = 0,
+        kassatellen_port: int = 0,
+        eitje_port: int = 0,
     ) -> None:
+        from sandbox.hourly import EitjeApp, KassatellenApp
+
         self.host = host
-        self.ajour_port = ajour_port
-        self.planday_port = planday_port
         self.ajour = AjourApp(latency_ms)
         self.planday = PlandayApp(latency_ms)
+        self.kassatellen = KassatellenApp(latency_ms)
+        self.eitje = EitjeApp(latency_ms)
+        self.apps = [
+            (self.ajour, ajour_port),
+            (self.planday, planday_port),
+            (self.kassatellen, kassatellen_port),
+            (self.eitje, eitje_port),
+        ]
         self._servers: list[_Server] = []
         self._threads: list[threading.Thread] = []
 
@@ -1089,7 +1104,7 @@ class Sandbox:
         if self._servers:
             return self
         try:
-            for app, port in ((self.ajour, self.ajour_port), (self.planday, self.planday_port)):
+            for app, port in self.apps:
                 app.stopping.clear()
                 server = _Server((self.host, port), app)
                 self._servers.append(server)
@@ -1104,7 +1119,7 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
-        for app in (self.ajour, self.planday):
+        for app, _ in self.apps:
             app.stopping.set()  # wake handlers sleeping in an injected timeout
         for server in self._servers:
             server.shutdown()
@@ -1114,8 +1129,8 @@ class Sandbox:
         self._servers, self._threads = [], []
 
     def reset(self) -> None:
-        self.ajour.reset()
-        self.planday.reset()
+        for app, _ in self.apps:
+            app.reset()
 
     def _url(self, index: int) -> str:
         if not self._servers:
@@ -1132,6 +1147,18 @@ class Sandbox:
     @property
     def planday_url(self) -> str:
         return self._url(1)
+
+    @property
+    def kassatellen_url(self) -> str:
+        return self._url(2)
+
+    @property
+    def eitje_url(self) -> str:
+        return self._url(3)
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {app.name: self._url(i) for i, (app, _) in enumerate(self.apps)}
 
     def __enter__(self) -> Self:
         return self.start()

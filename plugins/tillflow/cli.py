@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from tillflow.errors import AuthError, ConfigError, TillflowError
 from tillflow.masking import one_line
+from tillflow.sources.base import Window
 from tillflow.specs import WEEKDAYS, IntegrationSpec, check_account_key, load_spec, parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +48,22 @@ def spec_for(integration: str | None) -> IntegrationSpec:
     if integration not in found:
         raise ConfigError(f"--integration: unknown integration {integration!r}; known: {', '.join(found)}")
     return found[integration]
+
+
+def _integration_of(key: str, *, new: bool = False) -> str | None:
+    """The integration of an account key when ``-i`` is left out: the only integration, or the only one
+    holding an account with that key (None: let :func:`spec_for` ask for ``-i``)."""
+    found = specs()
+    if len(found) == 1:
+        return next(iter(found))
+    try:
+        with _open_store() as store:
+            hits = [i for i in found if store.find_account(i, key) is not None]
+    except Exception:  # no database yet: spec_for asks for -i
+        return None
+    if not hits and not new:
+        raise ConfigError(f"account: unknown account {key!r} (in every integration: {', '.join(found)})")
+    return hits[0] if len(hits) == 1 else None
 
 
 def _open_store():
@@ -89,6 +106,8 @@ def cmd_accounts_add(args: argparse.Namespace, *, update: bool) -> int:
             }
         )
         settings = parse_settings(_settings_from_args(args, base), spec=spec, where="")
+        if settings.active and (existing is None or not existing.settings.active):
+            settings = settings.model_copy(update={"activated_at": datetime.now(UTC)})  # activation backfill
         account = store.upsert_account(
             spec.integration,
             args.key,
@@ -109,8 +128,10 @@ def cmd_accounts_active(args: argparse.Namespace, *, active: bool) -> int:
     spec = spec_for(args.integration)
     with _open_store() as store:
         account = store.get_account(spec.integration, args.key)
-        settings = account.settings.model_copy(update={"active": active})
-        store.update_settings(account.id, settings)
+        update: dict[str, Any] = {"active": active}
+        if active and not account.settings.active:
+            update["activated_at"] = datetime.now(UTC)  # a re-activation gets its own activation backfill
+        store.update_settings(account.id, account.settings.model_copy(update=update))
     print(f"{'resumed' if active else 'paused'} {account.key}")
     return 0
 
@@ -294,96 +315,143 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
 
 
 def _parse_amount(value: str, where: str) -> Decimal:
-    try:
-        amount = Decimal(str(value).strip().replace(",", "."))
-    except InvalidOperation:
-        raise ConfigError(f"{where}: not an amount: {value!r}") from None
-    if not amount.is_finite():
-        raise ConfigError(f"{where}: not an amount: {value!r}")
-    return amount.quantize(Decimal("0.01"))
+    from tillflow.manual_revenue import parse_amount
+
+    return parse_amount(value, where)
 
 
 def _parse_date(value: Any, where: str) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    text = str(value).strip()
+    from tillflow.manual_revenue import parse_day
+
+    return parse_day(value, where)
+
+
+def _target_keys(spec: IntegrationSpec, account) -> set[str]:
+    """The target's own list of keys (Eitje revenue groups, Planday revenue units) for this account."""
+    from tillflow.sync import target_client
+
+    client = target_client(spec, _connection(account.target_conn(spec.target)))
     try:
-        return date.fromisoformat(text)
-    except ValueError:
-        pass
-    try:  # Excel cells read as text come as "2026-11-18 00:00:00"
-        return datetime.fromisoformat(text).date()
-    except ValueError:
-        raise ConfigError(f"{where}: expected YYYY-MM-DD, got {value!r}") from None
+        return {item.key for item in client.test_connection()}
+    finally:
+        client.http.close()
+
+
+def _check_target_keys(spec: IntegrationSpec, store, entries, accounts, *, check: bool) -> list[str]:
+    """Problems for entries whose target key the target does not list (naming key and row)."""
+    if not check:
+        return []
+    problems = []
+    for key in sorted({e.account_key for e in entries}):
+        known = _target_keys(spec, accounts[key])
+        for e in entries:
+            if e.account_key == key and e.target_key not in known:
+                where = f"row {e.row}, column group: " if e.row else ""
+                problems.append(
+                    f"{where}{spec.target} has no {e.target_key!r} for {key} "
+                    f"(known: {', '.join(sorted(known)) or 'none'})"
+                )
+    return problems
 
 
 def cmd_revenue_set(args: argparse.Namespace) -> int:
+    from tillflow.manual_revenue import Entry, apply, hour_label, parse_hour, plan_changes
+
     spec = spec_for(args.integration)
     amount = _parse_amount(args.amount, "amount")
     day = _parse_date(args.date, "date")
     with _open_store() as store:
         account = store.get_account(spec.integration, args.key)
-        store.set_revenue_by_hand(account.id, args.target_key, day, amount, origin="manual")
-    print(f"{account.key}: {args.target_key} {day} = {amount} (manual; keep_manual protects it)")
+        s = account.settings
+        hour = parse_hour(args.hour, day, s.timezone, s.business_day_cutoff) if args.hour else None
+        entry = Entry(
+            account.key, args.target_key, day, hour, amount, hour_label(day, hour, s.timezone, s.business_day_cutoff)
+        )
+        accounts = {account.key: account}
+        problems = _check_target_keys(spec, store, [entry], accounts, check=args.check)
+        if problems:
+            raise ConfigError(f"{'target key' if not args.hour else 'group'}: {problems[0]}")
+        plan = plan_changes(store, accounts, [entry])
+        if args.dry_run:
+            print("\n".join(plan.lines()) or f"{entry.describe()} (unchanged)")
+            print(f"dry run: {len(plan.changes)} change(s), nothing written")
+            return 0
+        apply(store, accounts, [entry], origin="manual")
+    print(f"{entry.describe()} (manual; keep_manual protects it; the next run delivers it)")
     return 0
 
 
-def import_revenue_excel(store, spec: IntegrationSpec, path: Path) -> tuple[int, list[str]]:
-    """Import hand-kept revenue from an Excel sheet with columns account, unit, date, amount.
-
-    Good rows land with origin ``excel``; each bad row is reported with its row number and reason,
-    and goes to ``tillflow.rejects`` when its account is known. Returns (imported, problems).
-    """
-    import pandas as pd
-
-    from tillflow.records import Reject
-
-    try:
-        frame = pd.read_excel(path, dtype=str)
-    except Exception as exc:
-        raise ConfigError(f"file: cannot read {path}: {one_line(exc)}") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    missing = [c for c in ("account", "unit", "date", "amount") if c not in frame.columns]
-    if missing:
-        raise ConfigError(f"file: missing column(s) {', '.join(missing)} (need account, unit, date, amount)")
-    imported, problems = 0, []
-    accounts = {a.key: a for a in store.list_accounts(spec.integration)}
-    for i, rec in enumerate(frame.to_dict("records"), start=2):  # row 1 is the header
-        raw = {k: (None if pd.isna(v) else str(v)) for k, v in rec.items()}
-        try:
-            account = accounts.get((raw.get("account") or "").strip())
-            if account is None:
-                raise ConfigError(f"account: unknown account {raw.get('account')!r}")
-            if not raw.get("unit"):
-                raise ConfigError("unit: empty")
-            day = _parse_date(raw.get("date"), "date")
-            amount = _parse_amount(raw.get("amount") or "", "amount")
-        except ConfigError as exc:
-            problems.append(f"row {i}: {exc}")
-            if account is not None:
-                store.add_rejects(
-                    account.id,
-                    "excel_import",
-                    [Reject(reason=str(exc), payload=raw, ref=f"{path.name}:{i}")],
-                    landing_id=None,
-                    run_id=None,
-                )
-            continue
-        store.set_revenue_by_hand(account.id, raw["unit"].strip(), day, amount, origin="excel")
-        imported += 1
-    return imported, problems
-
-
 def cmd_revenue_import(args: argparse.Namespace) -> int:
+    """An Excel file, checked whole: any bad row refuses the file (every bad row listed); else one transaction."""
+    from tillflow.manual_revenue import apply, plan_changes, read_excel
+
+    spec = spec_for(args.integration)
+    path = Path(args.file)
+    with _open_store() as store:
+        accounts = {a.key: a for a in store.list_accounts(spec.integration)}
+        entries, problems = read_excel(path, accounts)
+        problems += _check_target_keys(spec, store, entries, accounts, check=args.check)
+        if problems:
+            for p in problems:
+                print(p, file=sys.stderr)
+            print(
+                f"refused {path.name}: {len(problems)} problem(s); nothing imported (fix the file and import it again)"
+            )
+            return 1
+        plan = plan_changes(store, accounts, entries)
+        for line in plan.lines():
+            print(line)
+        if args.dry_run:
+            print(
+                f"dry run: {len(plan.changes)} change(s), {plan.unchanged} unchanged, {len(entries)} row(s); "
+                "nothing written"
+            )
+            return 0
+        apply(store, accounts, entries, origin="excel")
+    print(f"imported {len(entries)} row(s) from {path.name}: {len(plan.changes)} changed, {plan.unchanged} unchanged")
+    return 0
+
+
+def cmd_revenue_list(args: argparse.Namespace) -> int:
+    from tillflow.manual_revenue import hour_label
+
     spec = spec_for(args.integration)
     with _open_store() as store:
-        imported, problems = import_revenue_excel(store, spec, Path(args.file))
-    for p in problems:
-        print(p, file=sys.stderr)
-    print(f"imported {imported} row(s) from {args.file}; {len(problems)} rejected")
-    return 1 if problems else 0
+        account = store.get_account(spec.integration, args.key)
+        window = None
+        if args.date_from:
+            window = Window(_parse_date(args.date_from, "--from"), _parse_date(args.date_to or args.date_from, "--to"))
+        rows = [r for r in store.revenue(account.id, window) if args.all or r["origin"] in ("manual", "excel")]
+    s = account.settings
+    print(f"{'group':<10} {'date':<10} {'hour':<12} {'amount':>12} origin")
+    for r in rows:
+        label = hour_label(r["business_date"], r["hour"], s.timezone, s.business_day_cutoff) or "(day)"
+        print(f"{r['target_key']:<10} {r['business_date'].isoformat():<10} {label:<12} {r['amount']:>12} {r['origin']}")
+    print(f"{len(rows)} row(s)" + ("" if args.all else " entered by hand or imported (--all: every row)"))
+    return 0
+
+
+def cmd_revenue_delete(args: argparse.Namespace) -> int:
+    """Undo a hand-entered or imported value: the key goes back to what the POS says (0 until it says more)."""
+    from tillflow.manual_revenue import parse_hour
+
+    spec = spec_for(args.integration)
+    day = _parse_date(args.date, "date")
+    with _open_store() as store:
+        account = store.get_account(spec.integration, args.key)
+        s = account.settings
+        hour = parse_hour(args.hour, day, s.timezone, s.business_day_cutoff) if args.hour else None
+        removed = store.delete_revenue_by_hand(account.id, args.target_key, day, hour=hour)
+    if not removed:
+        raise ConfigError(
+            f"revenue: no hand-entered value for {args.target_key} on {day}"
+            f"{'' if hour is None else ' hour ' + args.hour} of {account.key}"
+        )
+    print(
+        f"deleted the hand value for {args.target_key} on {day}{'' if hour is None else ' ' + args.hour}; "
+        "the next run sends what the POS says"
+    )
+    return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -486,15 +554,37 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_test_connection)
 
     rv = sub.add_parser("revenue", help="hand-entered revenue").add_subparsers(dest="action", required=True)
-    a = rv.add_parser("set")
+    a = rv.add_parser("set", help="enter one value by hand (per day, or per hour with --hour)")
+    a.add_argument("key")
+    a.add_argument("target_key", help="the target's key: an Eitje revenue group id, a Planday revenue unit id")
+    a.add_argument("date", help="business date YYYY-MM-DD")
+    a.add_argument("amount")
+    a.add_argument("--hour", help="local clock hour (14, 14:00; 02:00+01:00 on the autumn DST day)")
+    a.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
+    a.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="do not check the target key against the target's own list",
+    )
+    a.set_defaults(func=cmd_revenue_set)
+    a = rv.add_parser("import", help="import an .xlsx file, all or nothing")
+    a.add_argument("file", help="Excel file with columns account, group, date, hour (optional), amount")
+    a.add_argument("--dry-run", action="store_true", help="check the file and show what would change")
+    a.add_argument("--no-check", dest="check", action="store_false")
+    a.set_defaults(func=cmd_revenue_import)
+    a = rv.add_parser("list", help="values entered by hand or imported (--all: every row)")
+    a.add_argument("key")
+    a.add_argument("--from", dest="date_from")
+    a.add_argument("--to", dest="date_to")
+    a.add_argument("--all", action="store_true")
+    a.set_defaults(func=cmd_revenue_list)
+    a = rv.add_parser("delete", help="undo a hand-entered or imported value")
     a.add_argument("key")
     a.add_argument("target_key")
     a.add_argument("date")
-    a.add_argument("amount")
-    a.set_defaults(func=cmd_revenue_set)
-    a = rv.add_parser("import")
-    a.add_argument("file", help="Excel file with columns account, unit, date, amount")
-    a.set_defaults(func=cmd_revenue_import)
+    a.add_argument("--hour")
+    a.set_defaults(func=cmd_revenue_delete)
 
     a = sub.add_parser("replay", help="re-map landed payloads (no POS call) after a mapping change")
     a.add_argument("key")
@@ -521,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: lookback_days: expected a whole number, got {args.lookback!r}", file=sys.stderr)
             return 2
     try:
+        if getattr(args, "integration", None) is None and getattr(args, "key", None):
+            args.integration = _integration_of(args.key, new=getattr(args, "action", None) == "add")
         return args.func(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

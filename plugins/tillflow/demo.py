@@ -1,6 +1,7 @@
 """``make demo``: embedded PostgreSQL + sandbox + Airflow metadata DB, demo accounts, one real run of
-``ajour_to_planday`` through Airflow (``airflow dags test``), and a per-account summary read back
-from the Planday sandbox. Exit 0 only when what Planday holds equals the canonical store.
+``ajour_to_planday`` and one of ``kassatellen_to_eitje`` through Airflow (``airflow dags test``), and a
+per-account summary read back from the Planday and Eitje sandboxes. Exit 0 only when what the targets
+hold equals the canonical store.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "ajour_to_planday"
 
 DEMO_FILE = ROOT / "include" / "demo" / "accounts.yaml"
+EITJE_DAG_ID = "kassatellen_to_eitje"
+EITJE_DEMO_FILE = ROOT / "include" / "demo" / "eitje_accounts.yaml"
 
 
 def demo_accounts() -> dict[str, dict[str, Any]]:
@@ -31,6 +34,12 @@ def demo_accounts() -> dict[str, dict[str, Any]]:
     import yaml
 
     return yaml.safe_load(DEMO_FILE.read_text())
+
+
+def eitje_demo_accounts() -> dict[str, dict[str, Any]]:
+    import yaml
+
+    return yaml.safe_load(EITJE_DEMO_FILE.read_text())
 
 
 def _env() -> dict[str, str]:
@@ -51,7 +60,8 @@ def start_sandbox() -> dict[str, str]:
     run = [sys.executable, str(ROOT / "include" / "sandbox" / "run.py"), "start", "--state-dir", str(state)]
     started = subprocess.run(run, capture_output=True, text=True)
     if started.returncode != 0:
-        subprocess.run([*run, "--ajour-port", "0", "--planday-port", "0"], check=True, capture_output=True, text=True)
+        ports = ["--ajour-port", "0", "--planday-port", "0", "--kassatellen-port", "0", "--eitje-port", "0"]
+        subprocess.run([*run, *ports], check=True, capture_output=True, text=True)
     return json.loads((state / "sandbox.json").read_text())
 
 
@@ -73,6 +83,20 @@ def connections(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
             "login": client,
             "password": f"rt-{client}",
             "extra": json.dumps({}),
+        }
+    for key, acc in eitje_demo_accounts().items():
+        conns[f"kassatellen_{key}"] = {
+            "conn_type": "http",
+            "host": urls["kassatellen_url"],
+            "login": acc["email"],
+            "password": f"pw-{acc['email']}",
+        }
+        conns[f"eitje_{key}"] = {
+            "conn_type": "http",
+            "host": urls["eitje_url"],
+            "login": acc["eitje_user"],
+            "password": f"pw-{acc['eitje_user']}",
+            "extra": json.dumps({"partner_username": "tillflow", "partner_password": "pp-tillflow"}),
         }
     conns["smtp_default"] = {
         "conn_type": "smtp",
@@ -104,6 +128,19 @@ def seed(store: Store, urls: dict[str, str]) -> None:
         )
         for location, unit in mapping.items():
             store.set_mapping(account.id, "location", location, unit)
+    eitje_spec = spec_for(EITJE_DAG_ID)
+    for key, acc in eitje_demo_accounts().items():
+        store.delete_account(EITJE_DAG_ID, key)
+        account = store.upsert_account(
+            EITJE_DAG_ID,
+            key,
+            name=acc["name"],
+            conn_id=f"kassatellen_{key}",
+            target_conn_id=f"eitje_{key}",
+            settings=parse_settings(acc["settings"], spec=eitje_spec, where=key),
+        )
+        for group, eitje_group in acc["mapping"].items():
+            store.set_mapping(account.id, "revenue_group", group, eitje_group)
     # a fixed local login for the UI of `make up` (SimpleAuthManager reads its passwords from this file)
     passwords = Path(os.environ.get("AIRFLOW_HOME", tillflow_home() / "airflow"))
     passwords = passwords / "simple_auth_manager_passwords.json.generated"
@@ -155,6 +192,37 @@ def summary(store: Store, urls: dict[str, str]) -> tuple[str, bool]:
     return "\n".join(lines), ok
 
 
+def eitje_summary(store: Store, urls: dict[str, str]) -> tuple[str, bool]:
+    """Per account and Eitje group: hours and total read back from the Eitje stand-in, against the store."""
+    lines, ok = [], True
+    for key, acc in eitje_demo_accounts().items():
+        account = store.get_account(EITJE_DAG_ID, key)
+        env = requests.get(f"{urls['eitje_url']}/_sandbox/environments/{acc['eitje_user']}", timeout=10).json()
+        held = defaultdict(list)
+        for r in env["revenue"]:
+            held[str(r["revenue_group_id"])].append(Decimal(str(r["amount"])))
+        canonical = defaultdict(list)
+        for r in store.revenue(account.id):
+            canonical[r["target_key"]].append(r["amount"])
+        state = store.flow_state(account.id, "revenue") or {}
+        lines.append(
+            f"\n{acc['name']} [{key}] — VAT {account.settings.vat}, status {state.get('status', '-')}"
+            + (f": {state['status_detail']}" if state.get("status_detail") else "")
+        )
+        if not canonical:
+            lines.append("  nothing synced")
+            continue
+        for group in sorted(canonical):
+            ours, theirs = sum(canonical[group]), sum(held.get(group, []))
+            match = ours == theirs and len(canonical[group]) == len(held.get(group, []))
+            ok &= match
+            lines.append(
+                f"  Eitje group {group}: {len(held.get(group, []))} hour(s), Eitje total {theirs:,.2f}"
+                + ("" if match else f", MISMATCH (store {ours:,.2f} in {len(canonical[group])} row(s))")
+            )
+    return "\n".join(lines), ok
+
+
 def main(args: Any = None) -> int:
     seed_only = bool(getattr(args, "seed_only", False))
     print("→ embedded PostgreSQL / tillflow schema")
@@ -162,9 +230,9 @@ def main(args: Any = None) -> int:
 
     ensure_schema()
     with Store.open() as store:
-        print("→ sandbox (Ajour + Planday stand-ins)")
+        print("→ sandbox (Ajour, Planday, Kassatellen, Eitje stand-ins)")
         urls = start_sandbox()
-        print(f"  ajour {urls['ajour_url']}  planday {urls['planday_url']}")
+        print("  " + "  ".join(f"{k.removesuffix('_url')} {u}" for k, u in urls.items() if k.endswith("_url")))
         print("→ Airflow metadata DB")
         _airflow("db", "migrate")
         print("→ demo accounts, mappings and connections")
@@ -185,6 +253,20 @@ def main(args: Any = None) -> int:
             table, failed = report(store, latest_run)
             print(f"\nActivity log of the run:\n{table}")
             ok &= not failed
+        print(f"\n→ running {EITJE_DAG_ID} once through Airflow (airflow dags test)")
+        eitje_run = _airflow("dags", "test", EITJE_DAG_ID, check=False)
+        (tillflow_home() / "demo_run_eitje.log").write_text(eitje_run.stdout + eitje_run.stderr)
+        text, eitje_ok = eitje_summary(store, urls)
+        print(f"\nPer-account summary (read back from the Eitje sandbox):{text}")
+        activity = [r for r in store.activity() if r["dag_id"] == EITJE_DAG_ID]
+        if activity:
+            from tillflow.sync import report
+
+            table, _failed = report(store, activity[-1]["run_id"])
+            print(f"\nActivity log of the run (het_anker waits for its mapping on purpose):\n{table}")
+        # het_anker's unmapped gift-card group fails its run on purpose (the gate): the DAG run fails,
+        # and what matters is that everything synced equals what Eitje holds
+        ok &= eitje_ok
     if run.returncode != 0 or not ok:
         print(f"\ndemo FAILED (airflow exit {run.returncode}); log: {log_path}", file=sys.stderr)
         return 1

@@ -31,7 +31,8 @@ class RevenueLine(Record):
 
     source_key: str = Field(min_length=1)
     business_date: date
-    hour: int | None = Field(default=None, ge=0, le=23)
+    #: hour of the business day: whole hours since the business day started (0–24: a 25-hour DST day has 25)
+    hour: int | None = Field(default=None, ge=0, le=24)
     amount_incl: Decimal
     amount_excl: Decimal
     ref: str = ""

@@ -106,6 +106,16 @@ class ExecutionSpec(_Strict):
     threads: int = Field(default=8, ge=1, le=64)
 
 
+class ActivationSpec(_Strict):
+    """Activation backfill (``due: activation``): once per activation, ``delay_minutes`` after it, the past
+    ``days`` business days are fetched; an attempt that does not succeed (mapping or settings incomplete,
+    a failure) is tried again ``retry_minutes`` later, until one succeeds."""
+
+    days: int = Field(default=31, ge=1, le=92)
+    delay_minutes: int = Field(default=5, ge=0, le=24 * 60)
+    retry_minutes: int = Field(default=60, ge=5, le=7 * 24 * 60)
+
+
 class FlowSpec(_Strict):
     """One flow: a kind of data moved from ``source`` to ``target`` on ``schedule``."""
 
@@ -119,7 +129,9 @@ class FlowSpec(_Strict):
     #: how the window is chosen; the kind's default when empty
     window: Literal["closed_days", "open_day", "snapshot"] | None = None
     #: every_tick: every active account on every tick; account_run_time: at the account's own time and weekdays
-    due: Literal["every_tick", "account_run_time"] = "every_tick"
+    #: activation: once per activation of an account, its past month (see ``activation``)
+    due: Literal["every_tick", "account_run_time", "activation"] = "every_tick"
+    activation: ActivationSpec | None = None
     earliest_run_time: time = time(0, 0)
     lookback_days: Bounds = Bounds(default=1, max=31)
     business_day_cutoff: time = time(5, 0)
@@ -152,6 +164,14 @@ class FlowSpec(_Strict):
         allowed = get_kind(self.kind).windows
         if self.window is not None and self.window not in allowed:
             raise ValueError(f"window {self.window!r} does not fit kind {self.kind!r}; allowed: {', '.join(allowed)}")
+        return self
+
+    @model_validator(mode="after")
+    def _activation(self) -> FlowSpec:
+        if self.due == "activation" and self.activation is None:
+            object.__setattr__(self, "activation", ActivationSpec())
+        if self.due != "activation" and self.activation is not None:
+            raise ValueError("activation: only for a flow with due: activation")
         return self
 
     @property

@@ -28,7 +28,7 @@ from tillflow.sources.base import ConnectionInfo, Window
 from tillflow.specs import FlowSpec, IntegrationSpec
 from tillflow.store import Store
 from tillflow.targets import get_target
-from tillflow.windows import clip, due_on_tick, flow_window, manual_window
+from tillflow.windows import activation_due, activation_window, clip, due_on_tick, flow_window, manual_window
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +183,20 @@ def plan(
             state = states.get((account.id, flow.name)) or {}
             due_at = None
             if manual:
-                window = (
-                    manual_window(params.date_from, params.date_to)
-                    if params.date_from
-                    else flow_window(flow.window_strategy, flow, s, logical_date)
-                )
+                if params.date_from:
+                    window = manual_window(params.date_from, params.date_to)
+                elif flow.due == "activation":
+                    window = activation_window(s, flow.activation, logical_date)
+                else:
+                    window = flow_window(flow.window_strategy, flow, s, logical_date)
                 window = window and clip(window, s)
+            elif flow.due == "activation":
+                due = activation_due(s, flow.activation, logical_date, state=state)
+                if not due.due:
+                    not_run[label] = due.reason
+                    continue
+                due_at = due.due_at
+                window = activation_window(s, flow.activation, logical_date)
             else:
                 due = due_on_tick(
                     s,
@@ -286,6 +294,13 @@ def plan_run(
     items = list(planned.items)
     shards = assign_shards(items, spec, per_account=manual and bool(params.accounts))
     store.plan_activity(dag_id, run_id, (i.to_xcom() | {"due_at": i.due_at} for i in items))
+    if not manual:  # an activation backfill attempted now is tried again retry_minutes later unless it succeeds
+        for i in items:
+            flow = spec.flow(i.flow)
+            if flow.due == "activation":
+                store.set_backfill_due(
+                    i.account_id, i.flow, logical_date + timedelta(minutes=flow.activation.retry_minutes)
+                )
     return RunPlan(shards, planned.not_run, items)
 
 
@@ -327,9 +342,16 @@ def fetch(
 ) -> list[tuple[int, Any]]:
     """Call the POS for the window and land every payload; returns (landing id, page) pairs."""
     flow = spec.flow(item.flow)
+    kind = get_kind(flow.kind)
+    account = store.account_by_id(item.account_id)
+    window = Window(
+        item.window_start, item.window_end, tz=account.settings.timezone, cutoff=account.settings.business_day_cutoff
+    )
     client = source_client(spec, conn, flow)
     try:
-        pages = client.fetch(get_kind(flow.kind).name, item.window)
+        if kind.gate == "all_listed":
+            check_gate(store, spec, item, client, run_id=run_id)
+        pages = client.fetch(kind.name, window)
     except AuthError as exc:
         store.set_status(item.account_id, "auth_failed", str(exc), flow=item.flow)
         raise
@@ -339,6 +361,24 @@ def fetch(
     landed = [(store.land(item.account_id, spec.source_of(flow), item.window, p, run_id=run_id), p) for p in pages]
     log.info("%s: landed %d page(s) for %s", item.label, len(landed), item.window)
     return landed
+
+
+def check_gate(store: Store, spec: IntegrationSpec, item: WorkItem, client: Any, *, run_id: str) -> None:
+    """The ``all_listed`` mapping gate: every key the source lists (e.g. every POS revenue group, also one
+    without sales today) must be mapped or marked inactive before the account syncs. Keeps the list for
+    the CLI and the health view; raises NeedsMapping naming the unmapped keys (status and activity row
+    say so; the next tick tries again, and a key the source lists later closes the gate again)."""
+    flow = spec.flow(item.flow)
+    mapping_kind = get_kind(flow.kind).mapping_kinds(get_source(spec.source_of(flow)))[0]
+    listed = client.reference_data()[mapping_kind]
+    store.set_source_items(item.account_id, mapping_kind, listed)
+    rules = store.mappings(item.account_id, mapping_kind)
+    unmapped = [i for i in listed if i.key not in rules]
+    if unmapped:
+        exc = NeedsMapping(mapping_kind, [f"{i.key} ({i.name})" for i in unmapped])
+        store.set_status(item.account_id, "needs_mapping", str(exc), flow=item.flow)
+        store.activity_update(run_id, item.account_id, item.flow, status="needs_mapping", error=str(exc), finished=True)
+        raise exc
 
 
 def parse_landed(
@@ -474,6 +514,8 @@ def run_item(
         log.error("%s: failed (%s): %s", item.label, "permanent" if permanent else "retryable", message)
         return Outcome(item, "failed", message, retryable=not permanent)
     store.flow_success(item.account_id, item.flow, due_at=item.due_at, window=item.window, run_id=run_id)
+    if spec.flow(item.flow).due == "activation":
+        store.backfill_done(item.account_id, item.flow, due_at=item.due_at)
     store.activity_update(run_id, item.account_id, item.flow, status="success", finished=True)
     log.info("%s: done %s", item.label, " ".join(f"{k}={v}" for k, v in counts.items()))
     return Outcome(item, "success", counts=counts)

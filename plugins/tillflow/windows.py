@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from tillflow.sources.base import Window
@@ -212,3 +213,31 @@ def due_on_tick(
         return DueAt(None, exact.reason)
     when = missed.astimezone(ZoneInfo(settings.timezone))
     return DueAt(missed, f"catching up the run due {when:%a %H:%M %Z}")
+
+
+def activation_due(settings: AccountSettings, activation: Any, tick: datetime, *, state: dict | None) -> DueAt:
+    """Whether an account's activation backfill runs at ``tick``: ``delay_minutes`` after its activation
+    (``settings.activated_at``), then every ``retry_minutes`` after an attempt that did not succeed (plan
+    records the next attempt in ``flow_state.backfill_due_at``), never again once it succeeded for this
+    activation (``backfill_done_at`` after ``activated_at``). Re-activation after a pause starts over."""
+    if not settings.active:
+        return DueAt(None, "paused")
+    activated = settings.activated_at
+    if activated is None:
+        return DueAt(None, "never activated")
+    state = state or {}
+    done = state.get("backfill_done_at")
+    if done is not None and done >= activated:
+        return DueAt(None, f"activation backfill done at {done:%Y-%m-%d %H:%M %Z}")
+    first = activated + timedelta(minutes=activation.delay_minutes)
+    retry_at = state.get("backfill_due_at")
+    due = retry_at if retry_at is not None and retry_at > first else first
+    if _aware(tick) < due:
+        return DueAt(None, f"activation backfill due at {due.astimezone(UTC):%Y-%m-%d %H:%M UTC}")
+    return DueAt(due, f"activation backfill (activated {activated.astimezone(UTC):%Y-%m-%d %H:%M UTC})")
+
+
+def activation_window(settings: AccountSettings, activation: Any, at: datetime) -> Window | None:
+    """The past ``days`` business days before the one open at ``at``, and that one."""
+    today = business_date_of(at, settings.timezone, settings.business_day_cutoff)
+    return clip(Window(today - timedelta(days=activation.days), today), settings)

@@ -12,16 +12,24 @@ INTEGRATION = "ajour_to_planday"
 
 
 def _connections(sandbox, key: str, company: str, client: str, password: str | None = None) -> None:
-    os.environ[f"AIRFLOW_CONN_AJOUR_{key.upper()}"] = json.dumps({
-        "conn_type": "http", "host": sandbox.ajour_url, "login": "api", "password": password or f"pw-{company}",
-        "schema": "db", "extra": {"company_id": company}})
-    os.environ[f"AIRFLOW_CONN_PLANDAY_{key.upper()}"] = json.dumps({
-        "conn_type": "http", "host": sandbox.planday_url, "login": client, "password": f"rt-{client}"})
+    os.environ[f"AIRFLOW_CONN_AJOUR_{key.upper()}"] = json.dumps(
+        {
+            "conn_type": "http",
+            "host": sandbox.ajour_url,
+            "login": "api",
+            "password": password or f"pw-{company}",
+            "schema": "db",
+            "extra": {"company_id": company},
+        }
+    )
+    os.environ[f"AIRFLOW_CONN_PLANDAY_{key.upper()}"] = json.dumps(
+        {"conn_type": "http", "host": sandbox.planday_url, "login": client, "password": f"rt-{client}"}
+    )
 
 
 def test_lists_locations_and_marks_the_unmapped_ones(store, sandbox, capsys):
     _connections(sandbox, "popup_x", company="77x", client="popup")
-    assert main(["accounts", "add", "popup_x"]) == 0
+    assert main(["-i", "ajour_to_planday", "accounts", "add", "popup_x"]) == 0
     for loc, unit in (("L1", "1001"), ("L2", "1001"), ("L3", "1002")):
         assert main(["mappings", "set", "popup_x", loc, unit]) == 0
     assert main(["mappings", "set", "popup_x", "L4", "--inactive"]) == 0
@@ -47,7 +55,7 @@ def test_lists_locations_and_marks_the_unmapped_ones(store, sandbox, capsys):
 
 def test_wrong_credentials_are_one_clear_error(store, sandbox, capsys):
     _connections(sandbox, "wrong", company="1001", client="wrong", password="hunter2-secret")
-    assert main(["accounts", "add", "wrong"]) == 0
+    assert main(["-i", "ajour_to_planday", "accounts", "add", "wrong"]) == 0
     capsys.readouterr()
     code = main(["test-connection", "wrong"])
     captured = capsys.readouterr()

@@ -4,7 +4,7 @@
   Shiftbase team days. Closed business days with lookback (Ajour: the account's hour fetches the days
   before), or the open day plus lookback for intra-day flows (MplusKASSA every 15 minutes).
 * **hourly** (``revenue_hourly``): one value per target key, business day and hour of that business
-  day — Eitje revenue groups. The open day plus lookback by default.
+  day — Eitje revenue groups. The open day plus lookback by default; every listed source key gated.
 
 Canonical table ``tillflow.revenue``, key (account, target key, business date, hour; -1 = whole day).
 Source keys carrying data must be mapped (or marked inactive) before the account syncs. Delivery is a
@@ -60,6 +60,19 @@ class DailyRevenue(FlowKind):
 
 
 class HourlyRevenue(DailyRevenue):
+    """Hours are identified by (business date, hour of the business day): whole hours since the business
+    day started in the account's timezone at its cutoff — 0..24 on a 25-hour day, 0..22 on a 23-hour one —
+    so each hour is one instant and the repeated autumn 02:00 is two rows. Every group the source lists
+    must be mapped or inactive (``all_listed``), not only those with sales in the window."""
+
     name: ClassVar[str] = "revenue_hourly"
     windows = ("open_day", "closed_days")
+    gate = "all_listed"
     hourly: ClassVar[bool] = True
+
+    def deliver(self, store, item, client, *, run_id, log=None) -> dict[str, int]:
+        if hasattr(client, "set_business_day"):  # hours of the business day → instants, in the account's zone
+            settings = store.account_by_id(item.account_id).settings
+            client.set_business_day(settings.timezone, settings.business_day_cutoff)
+        # hour rows, and whole-day rows entered by hand (Eitje keeps a value per group and day as well)
+        return deliver_keyed(store, item, client, kind=self.name, hourly=None, run_id=run_id, label=item.label)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from importlib import import_module
 
-_REGISTRY = {"ajour": "tillflow.sources.ajour:AjourClient"}
+_REGISTRY = {
+    "ajour": "tillflow.sources.ajour:AjourClient",
+    "kassatellen": "tillflow.sources.kassatellen:KassatellenClient",
+}
 
 
 def get_source(name: str):

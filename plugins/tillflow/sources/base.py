@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, time
 from typing import Any, ClassVar
 
 from tillflow.records import RawPage, RefItem, Reject, RevenueLine
@@ -45,10 +45,14 @@ class ConnectionInfo:
 
 @dataclass(frozen=True)
 class Window:
-    """Inclusive range of business dates."""
+    """Inclusive range of business dates. ``tz`` and ``cutoff`` (the account's timezone and business-day
+    cutoff) travel with a window handed to a source that asks by instant (Kassatellen hours); they take
+    no part in equality."""
 
     start: date
     end: date
+    tz: str | None = field(default=None, compare=False)
+    cutoff: time | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.end < self.start:

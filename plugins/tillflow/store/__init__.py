@@ -541,6 +541,32 @@ class Store(RunStateMixin):
                 (account_id, target_key, day, -1 if hour is None else hour, amount, origin),
             )
 
+    def delete_revenue_by_hand(self, account_id: int, target_key: str, day: date, *, hour: int | None = None) -> bool:
+        """Undo a hand-entered or imported value. A value never delivered goes; one delivered becomes 0 from
+        the integration (what the POS says until it says more: its next fetch overwrites it), so the next
+        run takes the hand value out of the target as well."""
+        h = -1 if hour is None else hour
+        with self.conn.transaction():
+            delivered = self.conn.execute(
+                "SELECT 1 FROM tillflow.delivery_state WHERE account_id = %s AND target_key = %s "
+                "AND business_date = %s AND hour = %s AND status = 'delivered'",
+                (account_id, target_key, day, h),
+            ).fetchone()
+            if delivered:
+                cur = self.conn.execute(
+                    "UPDATE tillflow.revenue SET amount = 0, origin = 'integration', run_id = NULL, updated_at = now() "
+                    "WHERE account_id = %s AND target_key = %s AND business_date = %s AND hour = %s "
+                    "AND origin IN ('manual', 'excel')",
+                    (account_id, target_key, day, h),
+                )
+            else:
+                cur = self.conn.execute(
+                    "DELETE FROM tillflow.revenue WHERE account_id = %s AND target_key = %s AND business_date = %s "
+                    "AND hour = %s AND origin IN ('manual', 'excel')",
+                    (account_id, target_key, day, h),
+                )
+        return cur.rowcount > 0
+
     def revenue(self, account_id: int, window: Window | None = None) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             """

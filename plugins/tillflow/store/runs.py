@@ -133,6 +133,59 @@ class RunStateMixin:
             )
             self._summarise_status(account_id)
 
+    def set_backfill_due(self, account_id: int, flow: str, due_at: datetime) -> None:
+        """Activation backfill: the earliest time of its next attempt (plan sets it when it schedules one)."""
+        with self.conn.transaction():
+            self.conn.execute(
+                """
+                INSERT INTO tillflow.flow_state (account_id, flow, backfill_due_at) VALUES (%s, %s, %s)
+                ON CONFLICT (account_id, flow) DO UPDATE SET backfill_due_at = EXCLUDED.backfill_due_at,
+                                                            updated_at = now()
+                """,
+                (account_id, flow, due_at),
+            )
+
+    def backfill_done(self, account_id: int, flow: str, *, due_at: datetime | None = None) -> None:
+        """The activation backfill succeeded; ``due_at`` (the attempt's due time, after the activation it
+        served) is recorded, so a later activation is told apart from this one."""
+        with self.conn.transaction():
+            self.conn.execute(
+                """
+                INSERT INTO tillflow.flow_state (account_id, flow, backfill_done_at)
+                VALUES (%s, %s, COALESCE(%s, now()))
+                ON CONFLICT (account_id, flow) DO UPDATE SET backfill_done_at = EXCLUDED.backfill_done_at,
+                                                            updated_at = now()
+                """,
+                (account_id, flow, due_at),
+            )
+
+    # ---------------------------------------------------------------- what a source lists
+
+    def set_source_items(self, account_id: int, kind: str, items: Iterable[Any]) -> None:
+        """Replace what the source lists for ``kind`` (RefItems: key, name)."""
+        items = list(items)
+        with self.conn.transaction():
+            self.conn.execute(
+                "DELETE FROM tillflow.source_items WHERE account_id = %s AND kind = %s AND NOT key = ANY(%s)",
+                (account_id, kind, [i.key for i in items]),
+            )
+            with self.conn.cursor() as cur:
+                cur.executemany(
+                    """
+                    INSERT INTO tillflow.source_items (account_id, kind, key, name) VALUES (%s, %s, %s, %s)
+                    ON CONFLICT (account_id, kind, key) DO UPDATE SET name = EXCLUDED.name, seen_at = now()
+                    """,
+                    [(account_id, kind, i.key, i.name) for i in items],
+                )
+
+    def source_items(self, account_id: int, kind: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT key, name, seen_at FROM tillflow.source_items WHERE account_id = %s AND kind = %s ORDER BY key",
+            (account_id, kind),
+        ).fetchall()
+        self.conn.commit()
+        return rows
+
     def set_flow_cursor(self, account_id: int, flow: str, cursor: Any) -> None:
         from psycopg.types.json import Jsonb
 

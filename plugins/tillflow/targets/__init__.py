@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from importlib import import_module
 
-_REGISTRY = {"planday": "tillflow.targets.planday:PlandayClient"}
+_REGISTRY = {
+    "planday": "tillflow.targets.planday:PlandayClient",
+    "eitje": "tillflow.targets.eitje:EitjeClient",
+}
 
 
 def get_target(name: str):

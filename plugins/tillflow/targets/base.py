@@ -7,6 +7,7 @@ from datetime import date
 from decimal import Decimal
 from typing import ClassVar
 
+from tillflow.errors import ConfigError
 from tillflow.records import DeliveryResult, RefItem, TargetRow
 from tillflow.sources.base import ConnectionInfo, Window
 
@@ -15,6 +16,20 @@ class TargetClient(ABC):
     name: ClassVar[str]
     #: reference-data kind whose keys are the ``target_key`` of delivered rows
     mapping_kind: ClassVar[str]
+    #: the flow kinds this target takes
+    flows: ClassVar[tuple[str, ...]] = ()
+
+    def _check(self, flow: str) -> None:
+        if flow not in self.flows:
+            raise ValueError(f"{self.name} has no flow {flow!r}; known: {', '.join(self.flows)}")
+
+    @staticmethod
+    def int_key(key: str, what: str) -> int:
+        """A mapping target key that the target identifies by an integer id; ConfigError names it."""
+        try:
+            return int(str(key).strip())
+        except ValueError:
+            raise ConfigError(f"mapping target key {key!r} is not {what} (an integer)") from None
 
     @classmethod
     @abstractmethod

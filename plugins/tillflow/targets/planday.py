@@ -297,16 +297,9 @@ class PlandayClient(TargetClient):
 
     # -- revenue
 
-    def _check(self, flow: str) -> None:
-        if flow not in self.flows:
-            raise ValueError(f"{self.name} has no flow {flow!r}; known: {', '.join(self.flows)}")
-
-    @staticmethod
-    def _unit_id(key: str) -> int:
-        try:
-            return int(str(key).strip())
-        except ValueError:
-            raise ConfigError(f"mapping target key {key!r} is not a Planday revenue unit id (an integer)") from None
+    @classmethod
+    def _unit_id(cls, key: str) -> int:
+        return cls.int_key(key, "a Planday revenue unit id")
 
     def existing(
         self, flow: str, target_keys: list[str], window: Window
