@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -85,3 +85,33 @@ class DeliveryResult(Record):
     detail: str = ""
     #: the target's own id of the written row (a team day, a timesheet…), remembered per canonical row
     target_id: str | None = None
+
+
+class ShiftRecord(Record):
+    """One POS shift (MplusKASSA ``getShifts``): keyed by the POS's shift number, open until it ends; a break
+    is a clock-out and a new shift. Times are aware instants."""
+
+    shift_number: str = Field(min_length=1)
+    branch_number: str
+    financial_date: date
+    employee_number: str
+    start: datetime
+    end: datetime | None = None
+    ended: bool = False
+    manually_modified: bool = False
+    cost_center: str | None = None
+
+
+class TimesheetRow(Record):
+    """A canonical timesheet: a shift of a mapped employee, with the department it books on (or 'auto')."""
+
+    shift_number: str
+    employee_number: str
+    user_id: str
+    branch_number: str
+    business_date: date
+    cost_center: str | None = None
+    department: str  # a Shiftbase department id, or "auto": the employee's planned (else own) department
+    clock_in: datetime
+    clock_out: datetime | None = None
+    ended: bool = False

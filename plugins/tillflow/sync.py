@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from tillflow.errors import AuthError, ConfigError, NeedsMapping, is_permanent
@@ -179,6 +179,9 @@ def plan(
             label = account.key if len(flows) == 1 else f"{account.key} {flow.name}"
             if not s.active:
                 not_run[label] = "paused"
+                continue
+            if (s.flows.get(flow.name) or {}).get("enabled") is False:
+                not_run[label] = f"{flow.name} is off for this account"
                 continue
             state = states.get((account.id, flow.name)) or {}
             due_at = None
@@ -388,6 +391,7 @@ def parse_landed(
     landed: list[int] | list[tuple[int, Any]],
     *,
     run_id: str | None,
+    problems: dict[str, str] | None = None,
 ) -> tuple[list[Any], int]:
     """Parse landed pages (later pages win per key/day/hour), record rejects; records inside the window."""
     flow = spec.flow(item.flow)
@@ -400,15 +404,37 @@ def parse_landed(
         parsed, rejects = kind.parse(parser, page)
         if rejects:
             store.add_rejects(item.account_id, item.flow, rejects, landing_id=landing_id, run_id=run_id)
+            if problems is not None:
+                problems.update({f"rejected {r.ref}: {r.reason}": f"rejected {r.ref}: {r.reason}" for r in rejects})
         rejected += len(rejects)
         for line in parsed:
-            if item.window_start <= line.business_date <= item.window_end:
-                lines[(line.source_key, line.business_date, line.hour)] = line
+            if item.window_start <= _day_of(line) <= item.window_end:
+                lines[_key_of(line)] = line
     return list(lines.values()), rejected
 
 
+def _day_of(record: Any) -> date:
+    """The business date of a parsed record (revenue lines: business_date; shifts: financial_date)."""
+    day = getattr(record, "business_date", None)
+    return day if day is not None else record.financial_date
+
+
+def _key_of(record: Any) -> tuple:
+    """A parsed record's identity: later pages win per key (revenue: key/day/hour; shifts: shift number)."""
+    if hasattr(record, "shift_number"):
+        return ("shift", record.shift_number)
+    return (record.source_key, record.business_date, record.hour)
+
+
 def map_rows(
-    store: Store, spec: IntegrationSpec, item: WorkItem, landed: list, *, run_id: str, account: Any = None
+    store: Store,
+    spec: IntegrationSpec,
+    item: WorkItem,
+    landed: list,
+    *,
+    run_id: str,
+    account: Any = None,
+    problems: dict[str, str] | None = None,
 ) -> list[Any]:
     """Parse, validate and map the landed pages; returns the canonical rows.
 
@@ -417,12 +443,12 @@ def map_rows(
     account = account or store.account_by_id(item.account_id)
     flow = spec.flow(item.flow)
     kind = get_kind(flow.kind)
-    lines, rejected = parse_landed(store, spec, item, landed, run_id=run_id)
+    lines, rejected = parse_landed(store, spec, item, landed, run_id=run_id, problems=problems)
     mapping_kind = kind.mapping_kinds(get_source(spec.source_of(flow)))[0]
     rules = store.mappings(item.account_id, mapping_kind)
     flow_settings = kind.check_settings(account.settings.flows.get(flow.name, {}), flow_name=flow.name)
     try:
-        rows, ignored = kind.map(lines, rules, account=account, flow_settings=flow_settings, mapping_kind=mapping_kind)
+        mapped = kind.map(lines, rules, account=account, flow_settings=flow_settings, mapping_kind=mapping_kind)
     except NeedsMapping as exc:
         store.set_status(item.account_id, "needs_mapping", str(exc), flow=item.flow)
         store.activity_update(
@@ -436,6 +462,12 @@ def map_rows(
             finished=True,
         )
         raise
+    rows, ignored, map_rejects = mapped if len(mapped) == 3 else (*mapped, [])
+    if map_rejects:  # records the kind cannot map (an unmapped employee): kept with the reason, the rest goes on
+        store.add_rejects(item.account_id, item.flow, map_rejects, landing_id=None, run_id=run_id)
+        rejected += len(map_rejects)
+        if problems is not None:
+            problems.update({r.reason: f"{r.reason} ({r.ref})" for r in map_rejects})
     store.activity_update(
         run_id,
         item.account_id,
@@ -491,16 +523,18 @@ def run_item(
     Never raises: the outcome (and the activity row, and the flow's state) says what happened.
     """
     store.activity_start(dag_id, run_id, item.account_id, item.flow, item.window)
+    problems: dict[str, str] = {}
     try:
         account = store.account_by_id(item.account_id)
         flow = spec.flow(item.flow)
         source_conn, target_conn = conn_ids(spec, flow, account)
         landed = fetch(store, spec, item, conns(source_conn), dag_id=dag_id, run_id=run_id)
-        rows = map_rows(store, spec, item, landed, run_id=run_id, account=account)
+        rows = map_rows(store, spec, item, landed, run_id=run_id, account=account, problems=problems)
         counts = upsert(store, spec, item, rows, run_id=run_id)
         counts |= deliver(store, spec, item, conns(target_conn), run_id=run_id)
     except NeedsMapping as exc:
         log.info("%s: needs mapping — %s", item.label, exc)
+        notify_problems(store, spec, item, {str(exc): str(exc)} | problems, conns, secrets=secrets)
         return Outcome(item, "needs_mapping", str(exc))
     except Exception as exc:
         message = one_line(exc, secrets or [])
@@ -512,13 +546,44 @@ def run_item(
         except Exception:  # the store itself failed: the row stays 'running' and the retry redoes it
             log.exception("%s: could not record the failure", item.label)
         log.error("%s: failed (%s): %s", item.label, "permanent" if permanent else "retryable", message)
+        notify_problems(
+            store, spec, item, problems | {"the import failed": f"the import failed: {message}"}, conns, secrets=secrets
+        )
         return Outcome(item, "failed", message, retryable=not permanent)
     store.flow_success(item.account_id, item.flow, due_at=item.due_at, window=item.window, run_id=run_id)
     if spec.flow(item.flow).due == "activation":
         store.backfill_done(item.account_id, item.flow, due_at=item.due_at)
     store.activity_update(run_id, item.account_id, item.flow, status="success", finished=True)
     log.info("%s: done %s", item.label, " ".join(f"{k}={v}" for k, v in counts.items()))
+    notify_problems(store, spec, item, problems, conns, secrets=secrets)
     return Outcome(item, "success", counts=counts)
+
+
+def notify_problems(
+    store: Store,
+    spec: IntegrationSpec,
+    item: WorkItem,
+    problems: dict[str, str],
+    conns: Callable[[str], ConnectionInfo],
+    *,
+    secrets: list[str] | None = None,
+) -> int:
+    """Mail this run's import problems to the flow's ``notify_email`` (once a day per problem and address,
+    again when a cleared problem comes back). Never raises: a notification never fails an import."""
+    try:
+        account = store.account_by_id(item.account_id)
+        address = (account.settings.flows.get(item.flow) or {}).get("notify_email")
+        if not address:
+            return 0
+        from tillflow.problem_mail import notify, smtp_sender
+
+        send = smtp_sender(conns("smtp_default"))
+        return notify(
+            store, account, item.flow, str(item.window), address, problems, send, now=datetime.now(UTC), secrets=secrets
+        )
+    except Exception as exc:
+        log.error("%s: could not notify import problems: %s", item.label, one_line(exc, secrets or []))
+        return 0
 
 
 @dataclass

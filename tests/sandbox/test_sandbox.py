@@ -478,12 +478,15 @@ def run_py(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+ANY_PORTS = ("--ajour-port", "0", "--planday-port", "0", "--kassatellen-port", "0", "--eitje-port", "0")
+
+
 def test_run_py_start_status_stop(tmp_path):
     state_dir = tmp_path / "state"
     common = ["--state-dir", str(state_dir)]
     assert run_py("status", *common, cwd=tmp_path).returncode == 1
     assert run_py("start", "--latency-ms", "-1", *common, cwd=tmp_path).returncode == 2
-    started = run_py("start", "--ajour-port", "0", "--planday-port", "0", "--latency-ms", "20", *common, cwd=tmp_path)
+    started = run_py("start", *ANY_PORTS, "--latency-ms", "20", *common, cwd=tmp_path)
     assert started.returncode == 0, started.stderr
     try:
         info = json.loads((state_dir / "sandbox.json").read_text())
@@ -496,7 +499,7 @@ def test_run_py_start_status_stop(tmp_path):
 
         status = run_py("status", *common, cwd=tmp_path)
         assert status.returncode == 0 and info["planday_url"] in status.stdout
-        again = run_py("start", "--ajour-port", "0", "--planday-port", "0", *common, cwd=tmp_path)
+        again = run_py("start", *ANY_PORTS, *common, cwd=tmp_path)
         assert again.returncode == 0 and "already running" in again.stdout
         assert json.loads((state_dir / "sandbox.json").read_text())["pid"] == info["pid"]
     finally:

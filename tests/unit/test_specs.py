@@ -323,6 +323,6 @@ def test_a_flow_kind_declares_what_the_platform_needs():
         "windows": ["closed_days", "open_day"],
         "gate": "with_data",
         "delivery": "keyed_upsert",
-        "settings": ["vat"],
+        "settings": ["enabled", "notify_email", "vat"],
     }
     assert get_kind("revenue_hourly").describe()["windows"] == ["open_day", "closed_days"]

@@ -14,6 +14,7 @@ from importlib import import_module
 _REGISTRY = {
     "revenue": "tillflow.flows.revenue:DailyRevenue",
     "revenue_hourly": "tillflow.flows.revenue:HourlyRevenue",
+    "clock_times": "tillflow.flows.clock_times:ClockTimes",
 }
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, EmailStr
 
 from tillflow.delivery.keyed import deliver_keyed
 from tillflow.flows.base import FlowKind
@@ -28,6 +28,10 @@ class RevenueSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     vat: Literal["incl", "excl"] | None = None
+    #: off: the account does not run this flow (MplusKASSA's "revenue on/off")
+    enabled: bool = True
+    #: where import problems of this flow are mailed (once a day per problem)
+    notify_email: EmailStr | None = None
 
 
 class DailyRevenue(FlowKind):
