@@ -85,6 +85,18 @@ def _settings_from_args(args: argparse.Namespace, base: dict[str, Any]) -> dict[
             if bad:
                 raise ConfigError(f"weekdays: unknown day(s) {', '.join(bad)}; use {','.join(WEEKDAYS)}")
         data[field] = value
+    for item in getattr(args, "flow_setting", None) or []:
+        name, sep, raw = item.partition("=")
+        flow, dot, key = name.partition(".")
+        if not sep or not dot or not flow or not key:
+            raise ConfigError(f"--flow-setting: expected FLOW.KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw  # a plain string (an e-mail address)
+        flows = {k: dict(v) for k, v in (data.get("flows") or {}).items()}
+        flows.setdefault(flow, {})[key] = value
+        data["flows"] = flows
     return data
 
 
@@ -242,9 +254,71 @@ def cmd_mappings_set(args: argparse.Namespace) -> int:
         raise ConfigError("target_key: give a target key, or --inactive to ignore this source key on purpose")
     with _open_store() as store:
         account = store.get_account(spec.integration, args.key)
+        if args.check and not args.inactive:
+            known = _target_items(spec, account, kind)
+            if args.target_key not in known:
+                raise ConfigError(
+                    f"target_key: {spec.target} has no {_target_kind(spec, kind)} {args.target_key!r} "
+                    f"(known: {', '.join(sorted(known)[:30]) or 'none'})"
+                )
         store.set_mapping(account.id, kind, args.source_key, None if args.inactive else args.target_key)
     print(f"{account.key}: {kind} {args.source_key} → {'inactive' if args.inactive else args.target_key}")
     return 0
+
+
+def _target_kind(spec: IntegrationSpec, source_kind: str) -> str:
+    """The target's reference kind a source kind maps to (a branch → a Shiftbase team, an employee → a user)."""
+    from tillflow.targets import get_target
+
+    cls = get_target(spec.target)
+    return getattr(cls, "reference_for", {}).get(source_kind, cls.mapping_kind)
+
+
+def _target_items(spec: IntegrationSpec, account, source_kind: str) -> dict[str, str]:
+    """key → name of what the target lists for the kind a source kind maps to."""
+    from tillflow.sync import target_client
+
+    client = target_client(spec, _connection(account.target_conn(spec.target)))
+    try:
+        items = client.reference_data().get(_target_kind(spec, source_kind), [])
+    finally:
+        client.http.close()
+    return {i.key: i.name for i in items}
+
+
+def cmd_mappings_list(args: argparse.Namespace) -> int:
+    """Every item the POS lists per kind (branches, employees, cost centres…), its mapping, and what is unmapped."""
+    spec = spec_for(args.integration)
+    from tillflow.sync import source_client
+
+    with _open_store() as store:
+        account = store.get_account(spec.integration, args.key)
+        source = source_client(spec, _connection(account.conn_id))
+        try:
+            listed = source.reference_data()
+        finally:
+            source.http.close()
+        rules = {kind: store.mappings(account.id, kind) for kind in listed}
+        settings = account.settings.flows
+    unmapped_total = 0
+    for kind, items in listed.items():
+        print(f"{kind}s ({len(items)}):")
+        for item in items:
+            if kind == "cost_center":
+                modes = {k: v for f in settings.values() for k, v in (f.get("cost_centers") or {}).items()}
+                state = f"→ department mode {modes.get(item.key, 'auto')} (flows.clock_times.cost_centers)"
+            else:
+                rule = rules[kind].get(item.key)
+                if rule is None:
+                    unmapped_total += 1
+                    state = "UNMAPPED: map it or mark it inactive"
+                else:
+                    state = "inactive (do not import)" if rule.inactive else f"→ {rule.target_key}"
+            print(f"  {item.key:<10} {item.name:<30} {state}")
+        if kind == "employee":
+            print("  (an employee missing here usually has no authorisation group in the POS)")
+    print(f"{unmapped_total} unmapped")
+    return 1 if unmapped_total else 0
 
 
 def cmd_mappings_remove(args: argparse.Namespace) -> int:
@@ -523,6 +597,19 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--start-date", help="YYYY-MM-DD; no data is fetched before it")
         a.add_argument("--cutoff", help="business-day cutoff HH:MM (default 05:00)")
         a.add_argument("--owner-email")
+        a.add_argument(
+            "--flow-setting",
+            action="append",
+            metavar="FLOW.KEY=VALUE",
+            help="a setting of one flow, JSON or text: clock_times.notify_email=ops@bar.example, "
+            'revenue.enabled=false, \'clock_times.cost_centers={"10": "skip"}\' (repeatable)',
+        )
+        a.add_argument(
+            "--no-check",
+            dest="check",
+            action="store_false",
+            help="do not check department ids against the target's own list",
+        )
         a.set_defaults(func=lambda ns, u=(action == "update"): cmd_accounts_add(ns, update=u))
     for action, active in (("pause", False), ("resume", True)):
         a = acc.add_parser(action)
@@ -542,7 +629,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("target_key", nargs="?")
     a.add_argument("--inactive", action="store_true", help="ignore this source key on purpose")
     a.add_argument("--kind")
+    a.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="do not check the target key against the target's own list",
+    )
     a.set_defaults(func=cmd_mappings_set)
+    a = mp.add_parser("list", help="what the POS lists (per kind), its mapping and what is unmapped")
+    a.add_argument("key")
+    a.set_defaults(func=cmd_mappings_list)
     a = mp.add_parser("remove")
     a.add_argument("key")
     a.add_argument("source_key")

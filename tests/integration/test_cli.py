@@ -19,7 +19,8 @@ INTEGRATION = "ajour_to_planday"
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     argv = argv if "-i" in argv else ("-i", INTEGRATION, *argv)  # two integrations exist: name this one
-    if argv[2:4] in (("revenue", "set"), ("revenue", "import")) and "--no-check" not in argv:
+    checked = (("revenue", "set"), ("revenue", "import"), ("mappings", "set"))
+    if argv[2:4] in checked and "--no-check" not in argv:
         argv = (*argv, "--no-check")  # these units are made up: Planday's own list is not asked
     code = main(list(argv))
     out, err = capsys.readouterr()

@@ -68,3 +68,38 @@ def test_wrong_credentials_are_one_clear_error(store, sandbox, capsys):
 def test_unknown_account_is_exit_2(store, sandbox, capsys):
     assert main(["test-connection", "nobody"]) == 2
     assert "error: account: unknown account 'nobody'" in capsys.readouterr().err
+
+
+def test_a_target_key_the_target_does_not_list_is_refused_when_the_mapping_is_saved(store, sandbox, capsys):
+    _connections(sandbox, "checked", company="78", client="chk")
+    assert main(["-i", "ajour_to_planday", "accounts", "add", "checked"]) == 0
+    capsys.readouterr()
+    assert main(["mappings", "set", "checked", "L1", "9999"]) == 2
+    err = capsys.readouterr().err
+    assert "target_key: planday has no revenue_unit '9999'" in err and "1001" in err
+    assert store.mappings(store.get_account("ajour_to_planday", "checked").id, "location") == {}
+    assert main(["mappings", "set", "checked", "L1", "1001"]) == 0
+
+
+def test_flow_settings_are_set_per_flow_and_validated_by_the_kind(store, capsys):
+    assert (
+        main(
+            [
+                "-i",
+                "ajour_to_planday",
+                "accounts",
+                "add",
+                "flowset",
+                "--flow-setting",
+                "revenue.notify_email=ops@bar.example",
+                "--flow-setting",
+                'revenue.vat="excl"',
+            ]
+        )
+        == 0
+    )
+    flows = store.get_account("ajour_to_planday", "flowset").settings.flows
+    assert flows == {"revenue": {"notify_email": "ops@bar.example", "vat": "excl"}}
+    capsys.readouterr()
+    assert main(["-i", "ajour_to_planday", "accounts", "update", "flowset", "--flow-setting", "revenue.vat=gross"]) == 2
+    assert "settings.flows.revenue: vat" in capsys.readouterr().err
