@@ -74,7 +74,13 @@ def _read_state(state_dir: str) -> dict | None:
 
 def _running(state_dir: str) -> dict | None:
     info = _read_state(state_dir)
-    names = ("ajour_url", "planday_url", "kassatellen_url", "eitje_url")  # an older sandbox lacks some: replaced
+    names = (
+        "ajour_url",
+        "planday_url",
+        "kassatellen_url",
+        "eitje_url",
+        "shiftbase_url",
+    )  # an older sandbox lacks some: replaced
     if info and _pid_alive(info["pid"]) and all(_answers(info.get(n, "")) for n in names):
         return info
     return None
@@ -116,6 +122,8 @@ def cmd_start(args) -> int:
         str(args.kassatellen_port),
         "--eitje-port",
         str(args.eitje_port),
+        "--shiftbase-port",
+        str(args.shiftbase_port),
         "--latency-ms",
         str(args.latency_ms),
         "--ready-file",
@@ -212,6 +220,7 @@ def cmd_serve(args) -> int:
             planday_port=args.planday_port,
             kassatellen_port=args.kassatellen_port,
             eitje_port=args.eitje_port,
+            shiftbase_port=args.shiftbase_port,
             host=args.host,
             latency_ms=args.latency_ms,
         ).start()
@@ -265,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--planday-port", type=int, default=8702, help="0 = any free port")
         p.add_argument("--kassatellen-port", type=int, default=8703, help="0 = any free port")
         p.add_argument("--eitje-port", type=int, default=8704, help="0 = any free port")
+        p.add_argument("--shiftbase-port", type=int, default=8705, help="0 = any free port")
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument(
             "--latency-ms", type=_latency, default=0, help="answer every API call after this long (0..60000)"

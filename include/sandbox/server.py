@@ -1073,7 +1073,8 @@ class _Server(ThreadingHTTPServer):
 
 class Sandbox:
     """Every vendor stand-in, each on its own port in a daemon thread. ``start()`` returns self; usable
-    as a context manager. Ajour and Planday here; Kassatellen and Eitje in :mod:`sandbox.hourly`."""
+    as a context manager. Ajour and Planday here; Kassatellen and Eitje in :mod:`sandbox.hourly`; Shiftbase in
+    :mod:`sandbox.shiftbase`."""
 
     def __init__(
         self,
@@ -1083,19 +1084,23 @@ class Sandbox:
         latency_ms: float = 0,
         kassatellen_port: int = 0,
         eitje_port: int = 0,
+        shiftbase_port: int = 0,
     ) -> None:
         from sandbox.hourly import EitjeApp, KassatellenApp
+        from sandbox.shiftbase import ShiftbaseApp
 
         self.host = host
         self.ajour = AjourApp(latency_ms)
         self.planday = PlandayApp(latency_ms)
         self.kassatellen = KassatellenApp(latency_ms)
         self.eitje = EitjeApp(latency_ms)
+        self.shiftbase = ShiftbaseApp(latency_ms)
         self.apps = [
             (self.ajour, ajour_port),
             (self.planday, planday_port),
             (self.kassatellen, kassatellen_port),
             (self.eitje, eitje_port),
+            (self.shiftbase, shiftbase_port),
         ]
         self._servers: list[_Server] = []
         self._threads: list[threading.Thread] = []
@@ -1155,6 +1160,10 @@ class Sandbox:
     @property
     def eitje_url(self) -> str:
         return self._url(3)
+
+    @property
+    def shiftbase_url(self) -> str:
+        return self._url(4)
 
     @property
     def urls(self) -> dict[str, str]:

@@ -60,7 +60,18 @@ def start_sandbox() -> dict[str, str]:
     run = [sys.executable, str(ROOT / "include" / "sandbox" / "run.py"), "start", "--state-dir", str(state)]
     started = subprocess.run(run, capture_output=True, text=True)
     if started.returncode != 0:
-        ports = ["--ajour-port", "0", "--planday-port", "0", "--kassatellen-port", "0", "--eitje-port", "0"]
+        ports = [
+            "--ajour-port",
+            "0",
+            "--planday-port",
+            "0",
+            "--kassatellen-port",
+            "0",
+            "--eitje-port",
+            "0",
+            "--shiftbase-port",
+            "0",
+        ]
         subprocess.run([*run, *ports], check=True, capture_output=True, text=True)
     return json.loads((state / "sandbox.json").read_text())
 

@@ -478,7 +478,18 @@ def run_py(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-ANY_PORTS = ("--ajour-port", "0", "--planday-port", "0", "--kassatellen-port", "0", "--eitje-port", "0")
+ANY_PORTS = (
+    "--ajour-port",
+    "0",
+    "--planday-port",
+    "0",
+    "--kassatellen-port",
+    "0",
+    "--eitje-port",
+    "0",
+    "--shiftbase-port",
+    "0",
+)
 
 
 def test_run_py_start_status_stop(tmp_path):

@@ -169,6 +169,9 @@ class ClockTimes(FlowKind):
         delivered = 0
         refused: list[str] = []
         departments: dict[tuple[str, Any], str | None] = {}
+        if hasattr(client, "set_business_day"):  # clock times go out as local wall times
+            settings = store.account_by_id(item.account_id).settings
+            client.set_business_day(settings.timezone, settings.business_day_cutoff)
         try:
             for t in pending:
                 department = t["department"]
@@ -179,16 +182,26 @@ class ClockTimes(FlowKind):
                             client.user_department(t["user_id"])
                         )
                     department = departments[key]
-                payload = {
-                    "user_id": t["user_id"],
-                    "date": t["business_date"],
-                    "clock_in": t["clock_in"],
-                    "clock_out": t["clock_out"],
-                    "department_id": department,
-                    "shift_number": t["shift_number"],
-                    "ended": t["ended"],
-                }
                 try:
+                    build = getattr(client, "timesheet_payload", None)
+                    if build is None:  # a target without its own timesheet shape
+                        payload = {
+                            "user_id": t["user_id"],
+                            "date": t["business_date"],
+                            "clock_in": t["clock_in"],
+                            "clock_out": t["clock_out"],
+                            "department_id": department,
+                            "shift_number": t["shift_number"],
+                            "ended": t["ended"],
+                        }
+                    else:
+                        payload = build(
+                            user_id=t["user_id"],
+                            day=t["business_date"],
+                            clock_in=t["clock_in"],
+                            clock_out=t["clock_out"],
+                            department_id=department,
+                        )
                     target_id = client.upsert_timesheet(payload, t["target_id"])
                 except RemoteError as exc:
                     _record(store, item.account_id, t, None, "failed", str(exc), run_id)

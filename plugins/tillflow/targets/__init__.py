@@ -7,6 +7,7 @@ from importlib import import_module
 _REGISTRY = {
     "planday": "tillflow.targets.planday:PlandayClient",
     "eitje": "tillflow.targets.eitje:EitjeClient",
+    "shiftbase": "tillflow.targets.shiftbase:ShiftbaseClient",
 }
 
 
