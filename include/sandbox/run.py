@@ -124,6 +124,8 @@ def cmd_start(args) -> int:
         str(args.eitje_port),
         "--shiftbase-port",
         str(args.shiftbase_port),
+        "--mpluskassa-port",
+        str(args.mpluskassa_port),
         "--latency-ms",
         str(args.latency_ms),
         "--ready-file",
@@ -221,6 +223,7 @@ def cmd_serve(args) -> int:
             kassatellen_port=args.kassatellen_port,
             eitje_port=args.eitje_port,
             shiftbase_port=args.shiftbase_port,
+            mpluskassa_port=args.mpluskassa_port,
             host=args.host,
             latency_ms=args.latency_ms,
         ).start()
@@ -275,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--kassatellen-port", type=int, default=8703, help="0 = any free port")
         p.add_argument("--eitje-port", type=int, default=8704, help="0 = any free port")
         p.add_argument("--shiftbase-port", type=int, default=8705, help="0 = any free port")
+        p.add_argument("--mpluskassa-port", type=int, default=8706, help="0 = any free port (SOAP)")
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument(
             "--latency-ms", type=_latency, default=0, help="answer every API call after this long (0..60000)"

@@ -1085,8 +1085,10 @@ class Sandbox:
         kassatellen_port: int = 0,
         eitje_port: int = 0,
         shiftbase_port: int = 0,
+        mpluskassa_port: int = 0,
     ) -> None:
         from sandbox.hourly import EitjeApp, KassatellenApp
+        from sandbox.mplus import MplusServer
         from sandbox.shiftbase import ShiftbaseApp
 
         self.host = host
@@ -1102,6 +1104,7 @@ class Sandbox:
             (self.eitje, eitje_port),
             (self.shiftbase, shiftbase_port),
         ]
+        self.mpluskassa = MplusServer(port=mpluskassa_port, host=host)  # SOAP (spyne): its own WSGI server
         self._servers: list[_Server] = []
         self._threads: list[threading.Thread] = []
 
@@ -1118,6 +1121,7 @@ class Sandbox:
                 )
                 thread.start()
                 self._threads.append(thread)
+            self.mpluskassa.start()
         except BaseException:
             self.stop()
             raise
@@ -1132,10 +1136,12 @@ class Sandbox:
         for thread in self._threads:
             thread.join(timeout=2)
         self._servers, self._threads = [], []
+        self.mpluskassa.stop()
 
     def reset(self) -> None:
         for app, _ in self.apps:
             app.reset()
+        self.mpluskassa.reset()
 
     def _url(self, index: int) -> str:
         if not self._servers:
@@ -1166,8 +1172,13 @@ class Sandbox:
         return self._url(4)
 
     @property
+    def mpluskassa_url(self) -> str:
+        """The SOAP server; a customer's endpoint is ``{mpluskassa_url}/{port}/MplusQapi``."""
+        return self.mpluskassa.url
+
+    @property
     def urls(self) -> dict[str, str]:
-        return {app.name: self._url(i) for i, (app, _) in enumerate(self.apps)}
+        return {app.name: self._url(i) for i, (app, _) in enumerate(self.apps)} | {"mpluskassa": self.mpluskassa.url}
 
     def __enter__(self) -> Self:
         return self.start()

@@ -120,6 +120,27 @@ def cmd_accounts_add(args: argparse.Namespace, *, update: bool) -> int:
         settings = parse_settings(_settings_from_args(args, base), spec=spec, where="")
         if settings.active and (existing is None or not existing.settings.active):
             settings = settings.model_copy(update={"activated_at": datetime.now(UTC)})  # activation backfill
+        target_conn = args.target_conn_id or (existing.target_conn_id if existing else f"{spec.target}_{args.key}")
+        departments = {
+            mode
+            for flow in settings.flows.values()
+            for mode in (flow.get("cost_centers") or {}).values()
+            if mode not in ("skip", "auto")
+        }
+        if departments and getattr(args, "check", True):  # a department the target does not list: refused now
+            from tillflow.sync import target_client
+
+            client = target_client(spec, _connection(target_conn))
+            try:
+                known = {i.key for i in client.reference_data().get("department", [])}
+            finally:
+                client.http.close()
+            unknown = sorted(departments - known)
+            if unknown:
+                raise ConfigError(
+                    f"settings.flows.clock_times.cost_centers: {spec.target} has no department "
+                    f"{', '.join(unknown)} (known: {', '.join(sorted(known)) or 'none'})"
+                )
         account = store.upsert_account(
             spec.integration,
             args.key,

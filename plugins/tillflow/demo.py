@@ -1,7 +1,7 @@
 """``make demo``: embedded PostgreSQL + sandbox + Airflow metadata DB, demo accounts, one real run of
-``ajour_to_planday`` and one of ``kassatellen_to_eitje`` through Airflow (``airflow dags test``), and a
-per-account summary read back from the Planday and Eitje sandboxes. Exit 0 only when what the targets
-hold equals the canonical store.
+``ajour_to_planday``, one of ``kassatellen_to_eitje`` and one of ``mpluskassa_to_shiftbase`` through Airflow
+(``airflow dags test``), and a per-account summary read back from the Planday, Eitje and Shiftbase sandboxes.
+Exit 0 only when what the targets hold equals the canonical store.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ DAG_ID = "ajour_to_planday"
 DEMO_FILE = ROOT / "include" / "demo" / "accounts.yaml"
 EITJE_DAG_ID = "kassatellen_to_eitje"
 EITJE_DEMO_FILE = ROOT / "include" / "demo" / "eitje_accounts.yaml"
+SHIFTBASE_DAG_ID = "mpluskassa_to_shiftbase"
+SHIFTBASE_DEMO = {"key": "centrum", "name": "Grand Café Centrum", "port": 7001, "ident": "shop7001"}
 
 
 def demo_accounts() -> dict[str, dict[str, Any]]:
@@ -71,6 +73,8 @@ def start_sandbox() -> dict[str, str]:
             "0",
             "--shiftbase-port",
             "0",
+            "--mpluskassa-port",
+            "0",
         ]
         subprocess.run([*run, *ports], check=True, capture_output=True, text=True)
     return json.loads((state / "sandbox.json").read_text())
@@ -109,6 +113,18 @@ def connections(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
             "password": f"pw-{acc['eitje_user']}",
             "extra": json.dumps({"partner_username": "tillflow", "partner_password": "pp-tillflow"}),
         }
+    d = SHIFTBASE_DEMO
+    conns[f"mpluskassa_{d['key']}"] = {
+        "conn_type": "http",
+        "host": f"{urls['mpluskassa_url']}/{d['port']}",
+        "login": d["ident"],
+        "password": f"secret-{d['ident']}",
+    }
+    conns[f"shiftbase_{d['key']}"] = {
+        "conn_type": "http",
+        "host": f"{urls['shiftbase_url']}/api",
+        "password": f"sb-{d['key']}",
+    }
     conns["smtp_default"] = {
         "conn_type": "smtp",
         "host": "127.0.0.1",
@@ -152,6 +168,7 @@ def seed(store: Store, urls: dict[str, str]) -> None:
         )
         for group, eitje_group in acc["mapping"].items():
             store.set_mapping(account.id, "revenue_group", group, eitje_group)
+    seed_shiftbase(store)
     # a fixed local login for the UI of `make up` (SimpleAuthManager reads its passwords from this file)
     passwords = Path(os.environ.get("AIRFLOW_HOME", tillflow_home() / "airflow"))
     passwords = passwords / "simple_auth_manager_passwords.json.generated"
@@ -161,6 +178,46 @@ def seed(store: Store, urls: dict[str, str]) -> None:
     path = tillflow_home() / "demo_connections.json"
     path.write_text(json.dumps(connections(urls), indent=2))
     _airflow("connections", "import", "--overwrite", str(path))
+
+
+def seed_shiftbase(store: Store) -> None:
+    """One MplusKASSA → Shiftbase account: branches 1, 2 on teams, 3 not selected; employees 101–104 mapped,
+    105 do-not-import (106 lacks an authorisation group: its shifts are rejected and mailed); cost centres."""
+    sys.path.insert(0, str(ROOT / "include"))
+    from sandbox.shiftbase import ShiftbaseApp
+
+    from tillflow.cli import spec_for
+
+    d = SHIFTBASE_DEMO
+    org = ShiftbaseApp.org_for(f"sb-{d['key']}")
+    spec = spec_for(SHIFTBASE_DAG_ID)
+    store.delete_account(SHIFTBASE_DAG_ID, d["key"])
+    settings = {
+        "timezone": "Europe/Amsterdam",
+        "vat": "excl",
+        "lookback_days": 1,
+        "flows": {
+            "revenue": {"notify_email": "revenue@centrum.example"},
+            "clock_times": {
+                "notify_email": "import@centrum.example",
+                "cost_centers": {"10": "auto", "20": org["departments"][1]["id"], "30": "skip"},
+            },
+        },
+    }
+    account = store.upsert_account(
+        SHIFTBASE_DAG_ID,
+        d["key"],
+        name=d["name"],
+        conn_id=f"mpluskassa_{d['key']}",
+        target_conn_id=f"shiftbase_{d['key']}",
+        settings=parse_settings(settings, spec=spec, where=d["key"]),
+    )
+    store.set_mapping(account.id, "branch", "1", org["teams"][0]["id"])
+    store.set_mapping(account.id, "branch", "2", org["teams"][2]["id"])
+    store.set_mapping(account.id, "branch", "3", None)
+    for number, user in zip(("101", "102", "103", "104"), org["users"], strict=False):
+        store.set_mapping(account.id, "employee", number, user["id"])
+    store.set_mapping(account.id, "employee", "105", None)
 
 
 def summary(store: Store, urls: dict[str, str]) -> tuple[str, bool]:
@@ -234,6 +291,36 @@ def eitje_summary(store: Store, urls: dict[str, str]) -> tuple[str, bool]:
     return "\n".join(lines), ok
 
 
+def shiftbase_summary(store: Store, urls: dict[str, str]) -> tuple[str, bool]:
+    """Team days and timesheets read back from the Shiftbase stand-in, against the store."""
+    d = SHIFTBASE_DEMO
+    account = store.get_account(SHIFTBASE_DAG_ID, d["key"])
+    held = requests.get(f"{urls['shiftbase_url']}/_sandbox/accounts/sb-{d['key']}", timeout=10).json()["account"]
+    ok = True
+    lines = [f"\n{d['name']} [{d['key']}] — VAT {account.settings.vat}"]
+    days = {(str(t["team_id"]), t["date"]): Decimal(t["turnover"]) for t in held["team_days"]}
+    names = {t["id"]: t["name"] for t in held["teams"]}
+    for row in store.revenue(account.id):
+        match = days.get((row["target_key"], row["business_date"].isoformat())) == row["amount"]
+        ok &= match
+        lines.append(
+            f"  team {names.get(row['target_key'], row['target_key'])} {row['business_date']}: "
+            f"turnover {days.get((row['target_key'], row['business_date'].isoformat()), '-')}"
+            + ("" if match else f" MISMATCH (store {row['amount']})")
+        )
+    sheets = store.conn.execute(
+        "SELECT count(*) AS n, count(clock_out) AS closed FROM tillflow.timesheets WHERE account_id = %s", (account.id,)
+    ).fetchone()
+    store.conn.commit()
+    ok &= sheets["n"] == len(held["timesheets"])
+    lines.append(
+        f"  timesheets: {len(held['timesheets'])} in Shiftbase for {sheets['n']} POS shift(s) "
+        f"({sheets['n'] - sheets['closed']} still open); rejected: "
+        + "; ".join(sorted({r["reason"] for r in store.rejects(account.id)})[:3] or ["none"])
+    )
+    return "\n".join(lines), ok
+
+
 def main(args: Any = None) -> int:
     seed_only = bool(getattr(args, "seed_only", False))
     print("→ embedded PostgreSQL / tillflow schema")
@@ -278,6 +365,12 @@ def main(args: Any = None) -> int:
         # het_anker's unmapped gift-card group fails its run on purpose (the gate): the DAG run fails,
         # and what matters is that everything synced equals what Eitje holds
         ok &= eitje_ok
+        print(f"\n→ running {SHIFTBASE_DAG_ID} once through Airflow (airflow dags test)")
+        sb_run = _airflow("dags", "test", SHIFTBASE_DAG_ID, check=False)
+        (tillflow_home() / "demo_run_shiftbase.log").write_text(sb_run.stdout + sb_run.stderr)
+        text, sb_ok = shiftbase_summary(store, urls)
+        print(f"\nSummary (read back from the Shiftbase sandbox):{text}")
+        ok &= sb_ok and sb_run.returncode == 0
     if run.returncode != 0 or not ok:
         print(f"\ndemo FAILED (airflow exit {run.returncode}); log: {log_path}", file=sys.stderr)
         return 1

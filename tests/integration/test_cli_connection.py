@@ -103,3 +103,17 @@ def test_flow_settings_are_set_per_flow_and_validated_by_the_kind(store, capsys)
     capsys.readouterr()
     assert main(["-i", "ajour_to_planday", "accounts", "update", "flowset", "--flow-setting", "revenue.vat=gross"]) == 2
     assert "settings.flows.revenue: vat" in capsys.readouterr().err
+
+
+def test_a_department_shiftbase_does_not_list_is_refused_when_the_settings_are_saved(store, sandbox, capsys):
+    from sandbox.shiftbase import ShiftbaseApp
+
+    os.environ["AIRFLOW_CONN_SHIFTBASE_DEPT"] = json.dumps(
+        {"conn_type": "http", "host": f"{sandbox.shiftbase_url}/api", "password": "sb-dept"}
+    )
+    real = ShiftbaseApp.org_for("sb-dept")["departments"][0]["id"]
+    args = ["-i", "mpluskassa_to_shiftbase", "accounts", "add", "dept", "--flow-setting"]
+    assert main([*args, 'clock_times.cost_centers={"10": "999999", "20": "auto"}']) == 2
+    assert "has no department 999999" in capsys.readouterr().err
+    assert store.find_account("mpluskassa_to_shiftbase", "dept") is None
+    assert main([*args, f'clock_times.cost_centers={{"10": "{real}", "30": "skip"}}']) == 0

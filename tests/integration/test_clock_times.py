@@ -188,3 +188,27 @@ def test_notifications_once_a_day_per_problem_and_again_after_it_cleared(store, 
     assert tick(24 * 60 + 30, problems) == 1  # and came back: reported again at once
     assert len(mail.messages) == 3
     assert all("s3cret" not in m.as_string() for m in mail.messages)
+
+
+def test_a_create_whose_answer_was_lost_is_looked_up_not_created_twice(store, account):
+    from tillflow.errors import TransientError
+
+    class LosesOneAnswer(FakeShiftbase):
+        lost = False
+
+        def upsert_timesheet(self, payload, target_id):
+            new_id = super().upsert_timesheet(payload, target_id)
+            if not self.lost:
+                self.lost = True
+                raise TransientError("shiftbase: POST /timesheets answered HTTP 502 (outcome unknown)")
+            return new_id
+
+        def find_timesheet(self, payload):
+            return next((i for i, s in self.sheets.items() if s["shift_number"] == payload["shift_number"]), None)
+
+    client = LosesOneAnswer()
+    with pytest.raises(TransientError):
+        _sync(store, account, [shift("S1")], client, run="r1")
+    counts, _, _ = _sync(store, account, [shift("S1")], client, run="r2")
+    assert counts["delivered"] == 1 and list(client.sheets) == ["ts-1"]  # found, updated, not a second one
+    assert client.calls == [("S1", None), ("S1", "ts-1")]

@@ -489,6 +489,8 @@ ANY_PORTS = (
     "0",
     "--shiftbase-port",
     "0",
+    "--mpluskassa-port",
+    "0",
 )
 
 

@@ -155,7 +155,7 @@ class ClockTimes(FlowKind):
         """Create or update the timesheet of every shift that changed since its last delivery."""
         pending = store.conn.execute(
             """
-            SELECT t.*, d.target_id FROM tillflow.timesheets t
+            SELECT t.*, d.target_id, d.status AS last_status FROM tillflow.timesheets t
               LEFT JOIN tillflow.object_delivery d
                 ON d.account_id = t.account_id AND d.flow = 'clock_times' AND d.object_key = t.shift_number
              WHERE t.account_id = %s
@@ -202,14 +202,18 @@ class ClockTimes(FlowKind):
                             clock_out=t["clock_out"],
                             department_id=department,
                         )
-                    target_id = client.upsert_timesheet(payload, t["target_id"])
-                except RemoteError as exc:
+                    known = t["target_id"]
+                    if known is None and t["last_status"] == "failed" and hasattr(client, "find_timesheet"):
+                        # the last create may have landed with its answer lost: look it up before creating again
+                        known = client.find_timesheet(payload)
+                    target_id = client.upsert_timesheet(payload, known)
+                except Exception as exc:  # recorded failed: a create whose answer was lost is looked up next time
                     _record(store, item.account_id, t, None, "failed", str(exc), run_id)
-                    if not exc.permanent:
+                    if not (isinstance(exc, RemoteError) and exc.permanent):
                         raise
                     refused.append(f"shift {t['shift_number']} ({t['employee_number']}): {exc}")
                     continue
-                status = "updated" if t["target_id"] else "created"
+                status = "updated" if known else "created"
                 _record(store, item.account_id, t, target_id, status, "", run_id)
                 delivered += 1
         finally:

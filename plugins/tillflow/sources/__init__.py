@@ -7,6 +7,7 @@ from importlib import import_module
 _REGISTRY = {
     "ajour": "tillflow.sources.ajour:AjourClient",
     "kassatellen": "tillflow.sources.kassatellen:KassatellenClient",
+    "mpluskassa": "tillflow.sources.mpluskassa:MplusKassaClient",
 }
 
 

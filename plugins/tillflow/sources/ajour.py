@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -139,15 +139,6 @@ class AjourClient(SourceClient):
         return {self.mapping_kind: self.test_connection()}
 
     # -- revenue
-
-    def chunks(self, window: Window) -> list[Window]:
-        """``window`` split into consecutive windows of at most :attr:`max_days_per_request` days."""
-        out, start = [], window.start
-        while start <= window.end:
-            end = min(window.end, start + timedelta(days=self.max_days_per_request - 1))
-            out.append(Window(start, end))
-            start = end + timedelta(days=1)
-        return out
 
     def fetch(self, flow: str, window: Window) -> list[RawPage]:
         """Fetch the raw revenue pages of ``window``, one per chunk of at most 62 days.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import date, time
+from datetime import date, time, timedelta
 from typing import Any, ClassVar
 
 from tillflow.records import RawPage, RefItem, Reject, RevenueLine
@@ -83,6 +83,18 @@ class SourceClient(ABC):
 
     @abstractmethod
     def reference_data(self) -> dict[str, list[RefItem]]: ...
+
+    #: the longest date range one request may ask for (the vendor answers 400 beyond it)
+    max_days_per_request: ClassVar[int] = 31
+
+    def chunks(self, window: Window) -> list[Window]:
+        """``window`` split into consecutive windows of at most :attr:`max_days_per_request` days."""
+        out, start = [], window.start
+        while start <= window.end:
+            end = min(window.end, start + timedelta(days=self.max_days_per_request - 1))
+            out.append(Window(start, end, tz=window.tz, cutoff=window.cutoff))
+            start = end + timedelta(days=1)
+        return out
 
     @abstractmethod
     def fetch(self, flow: str, window: Window) -> list[RawPage]: ...

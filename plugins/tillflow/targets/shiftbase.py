@@ -348,6 +348,15 @@ class ShiftbaseClient(TargetClient):
             self._ref_cache = self.reference_data()
         return self._ref_cache
 
+    def find_timesheet(self, ts: dict) -> str | None:
+        """The id of a timesheet already holding this clock-in (same user, date and ``clocked_in``), or None:
+        a create whose answer was lost may have landed, and Shiftbase has no key that would refuse a second."""
+        day = date.fromisoformat(ts["date"])
+        for sheet in self.timesheets(Window(day, day), user_id=ts["user_id"]):
+            if str(sheet.get("clocked_in") or "") == str(ts.get("clocked_in") or "") and sheet.get("id") is not None:
+                return str(sheet["id"])
+        return None
+
     def timesheets(self, window: Window, user_id: str | None = None) -> list[dict]:
         """The timesheets in the window (read-back), optionally of one user."""
         params = {"min_date": window.start.isoformat(), "max_date": window.end.isoformat()}
