@@ -115,3 +115,77 @@ class TimesheetRow(Record):
     clock_in: datetime
     clock_out: datetime | None = None
     ended: bool = False
+
+
+# ---------------------------------------------------------------- ledger (Kash.click → Pennylane)
+
+
+class Customer(Record):
+    """A POS customer, found (or created) at the target by ``external_reference``."""
+
+    external_reference: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    email: str | None = None
+
+
+class OrderLine(Record):
+    label: str
+    quantity: Decimal
+    unit_price_incl: Decimal
+    vat_rate: Decimal  # percent: Decimal("20"), Decimal("5.5")
+    total_incl: Decimal
+
+
+class SaleOrder(Record):
+    """An order registered at a till: its lines with their VAT rates, in money incl. VAT."""
+
+    order_id: str
+    register_id: str
+    business_date: date
+    customer: Customer | None = None
+    lines: list[OrderLine]
+    total_incl: Decimal
+
+
+class SalePayment(Record):
+    """A payment of an order with one payment method (cash, card, transfer…)."""
+
+    payment_id: str
+    order_id: str
+    register_id: str
+    business_date: date
+    method: str
+    amount: Decimal
+    customer: Customer | None = None
+
+
+class TillClosing(Record):
+    """A till closing: per payment method what the till expected and what was counted."""
+
+    closing_id: str
+    register_id: str
+    business_date: date
+    expected: dict[str, Decimal]
+    counted: dict[str, Decimal]
+
+
+class LedgerLine(Record):
+    """One line of a ledger entry, on an account *number* (the target resolves it to its own id); a
+    customer line names the customer, whose own receivable account the target resolves."""
+
+    account: str
+    label: str
+    debit: Decimal = Decimal("0.00")
+    credit: Decimal = Decimal("0.00")
+    customer: str | None = None  # external reference of the customer (411 lines)
+
+
+class LedgerEntry(Record):
+    """A balanced entry for one source event (``event_key`` e.g. ``order:123``), in one journal (a code)."""
+
+    event_key: str
+    date: date
+    label: str
+    journal: str
+    lines: list[LedgerLine]
+    customer: Customer | None = None
