@@ -114,6 +114,9 @@ class ActivationSpec(_Strict):
     days: int = Field(default=31, ge=1, le=92)
     delay_minutes: int = Field(default=5, ge=0, le=24 * 60)
     retry_minutes: int = Field(default=60, ge=5, le=7 * 24 * 60)
+    #: days: the past ``days`` business days and today; fiscal_year_start: from the flow's setting
+    #: ``fiscal_year_start`` through yesterday (the history import of an accounting flow)
+    since: Literal["days", "fiscal_year_start"] = "days"
 
 
 class FlowSpec(_Strict):
@@ -132,6 +135,8 @@ class FlowSpec(_Strict):
     #: activation: once per activation of an account, its past month (see ``activation``)
     due: Literal["every_tick", "account_run_time", "activation"] = "every_tick"
     activation: ActivationSpec | None = None
+    #: read the account's settings of another flow of this spec (a history import shares the daily flow's)
+    settings_from: str | None = None
     earliest_run_time: time = time(0, 0)
     lookback_days: Bounds = Bounds(default=1, max=31)
     business_day_cutoff: time = time(5, 0)
@@ -173,6 +178,11 @@ class FlowSpec(_Strict):
         if self.due != "activation" and self.activation is not None:
             raise ValueError("activation: only for a flow with due: activation")
         return self
+
+    @property
+    def settings_key(self) -> str:
+        """The key of this flow's settings in ``AccountSettings.flows``."""
+        return self.settings_from or self.name
 
     @property
     def window_strategy(self) -> str:
@@ -237,6 +247,8 @@ class IntegrationSpec(_Strict):
                 value = getattr(f, side)
                 if value is not None and value not in known:
                     raise ValueError(f"flows.{i}.{side}: unknown {side} {value!r}; known: {', '.join(known)}")
+            if f.settings_from is not None and f.settings_from not in names:
+                raise ValueError(f"flows.{i}.settings_from: no flow {f.settings_from!r}; known: {', '.join(names)}")
         schedules: dict[str, str] = {}
         for dag_id, flows in self.dags().items():
             for f in flows:
@@ -360,7 +372,7 @@ class AccountSettings(_Strict):
                 self._check_on_a_tick(spec, flow)
             from tillflow.flows import get_kind
 
-            get_kind(flow.kind).check_settings(self.flows.get(flow.name, {}), flow_name=flow.name)
+            get_kind(flow.kind).check_settings(self.flows.get(flow.settings_key, {}), flow_name=flow.settings_key)
         return self
 
     def _check_on_a_tick(self, spec: IntegrationSpec, flow: FlowSpec) -> None:

@@ -180,7 +180,7 @@ def plan(
             if not s.active:
                 not_run[label] = "paused"
                 continue
-            if (s.flows.get(flow.name) or {}).get("enabled") is False:
+            if (s.flows.get(flow.settings_key) or {}).get("enabled") is False:
                 not_run[label] = f"{flow.name} is off for this account"
                 continue
             state = states.get((account.id, flow.name)) or {}
@@ -189,7 +189,7 @@ def plan(
                 if params.date_from:
                     window = manual_window(params.date_from, params.date_to)
                 elif flow.due == "activation":
-                    window = activation_window(s, flow.activation, logical_date)
+                    window = activation_window(s, flow.activation, logical_date, flow.settings_key)
                 else:
                     window = flow_window(flow.window_strategy, flow, s, logical_date)
                 window = window and clip(window, s)
@@ -199,7 +199,7 @@ def plan(
                     not_run[label] = due.reason
                     continue
                 due_at = due.due_at
-                window = activation_window(s, flow.activation, logical_date)
+                window = activation_window(s, flow.activation, logical_date, flow.settings_key)
             else:
                 due = due_on_tick(
                     s,
@@ -408,22 +408,10 @@ def parse_landed(
                 problems.update({f"rejected {r.ref}: {r.reason}": f"rejected {r.ref}: {r.reason}" for r in rejects})
         rejected += len(rejects)
         for line in parsed:
-            if item.window_start <= _day_of(line) <= item.window_end:
-                lines[_key_of(line)] = line
+            day = kind.record_day(line)
+            if day is None or item.window_start <= day <= item.window_end:
+                lines[kind.record_key(line)] = line
     return list(lines.values()), rejected
-
-
-def _day_of(record: Any) -> date:
-    """The business date of a parsed record (revenue lines: business_date; shifts: financial_date)."""
-    day = getattr(record, "business_date", None)
-    return day if day is not None else record.financial_date
-
-
-def _key_of(record: Any) -> tuple:
-    """A parsed record's identity: later pages win per key (revenue: key/day/hour; shifts: shift number)."""
-    if hasattr(record, "shift_number"):
-        return ("shift", record.shift_number)
-    return (record.source_key, record.business_date, record.hour)
 
 
 def map_rows(
@@ -446,7 +434,7 @@ def map_rows(
     lines, rejected = parse_landed(store, spec, item, landed, run_id=run_id, problems=problems)
     mapping_kind = kind.mapping_kinds(get_source(spec.source_of(flow)))[0]
     rules = store.mappings(item.account_id, mapping_kind)
-    flow_settings = kind.check_settings(account.settings.flows.get(flow.name, {}), flow_name=flow.name)
+    flow_settings = kind.check_settings(account.settings.flows.get(flow.settings_key, {}), flow_name=flow.settings_key)
     try:
         mapped = kind.map(lines, rules, account=account, flow_settings=flow_settings, mapping_kind=mapping_kind)
     except NeedsMapping as exc:
@@ -572,7 +560,7 @@ def notify_problems(
     again when a cleared problem comes back). Never raises: a notification never fails an import."""
     try:
         account = store.account_by_id(item.account_id)
-        address = (account.settings.flows.get(item.flow) or {}).get("notify_email")
+        address = (account.settings.flows.get(spec.flow(item.flow).settings_key) or {}).get("notify_email")
         if not address:
             return 0
         from tillflow.problem_mail import notify, smtp_sender

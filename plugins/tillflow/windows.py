@@ -237,7 +237,14 @@ def activation_due(settings: AccountSettings, activation: Any, tick: datetime, *
     return DueAt(due, f"activation backfill (activated {activated.astimezone(UTC):%Y-%m-%d %H:%M UTC})")
 
 
-def activation_window(settings: AccountSettings, activation: Any, at: datetime) -> Window | None:
-    """The past ``days`` business days before the one open at ``at``, and that one."""
+def activation_window(settings: AccountSettings, activation: Any, at: datetime, flow: str = "") -> Window | None:
+    """The past ``days`` business days before the one open at ``at``, and that one; or, for
+    ``since: fiscal_year_start``, from the flow's ``fiscal_year_start`` setting through yesterday."""
     today = business_date_of(at, settings.timezone, settings.business_day_cutoff)
+    if activation.since == "fiscal_year_start":
+        raw = (settings.flows.get(flow) or {}).get("fiscal_year_start")
+        if not raw:
+            raise ValueError(f"settings.flows.{flow}.fiscal_year_start: required for the history import")
+        start = raw if isinstance(raw, date) else date.fromisoformat(str(raw))
+        return clip(Window(start, today - timedelta(days=1)), settings) if start < today else None
     return clip(Window(today - timedelta(days=activation.days), today), settings)

@@ -48,10 +48,12 @@ def post_outbox(
     run_id: str | None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
     label: str = "",
+    progress: Any = None,
 ) -> dict[str, int]:
     """Post the account's due rows for ``flow``; returns counts: posted, reconciled, failed, unknown
     (answers lost in this pass: the next pass looks them up — fail or retry the task so it comes) and
-    held (replacements waiting for their reversal)."""
+    held (replacements waiting for their reversal). ``progress(done, total)`` is called before each row and
+    at the end (a long history import logs its pace from it)."""
     log = log or _log
     name = getattr(poster, "name", type(poster).__name__)
     counts = {"posted": 0, "reconciled": 0, "failed": 0, "unknown": 0, "held": 0}
@@ -59,7 +61,10 @@ def post_outbox(
     with outbox.posting(account_id, flow):
         if recovered := outbox.recover_sent(account_id, flow):
             log.warning("%s: %d posting(s) left sent by a dead pass: looked up before any re-post", label, recovered)
-        for row in outbox.due(account_id, flow):
+        due = outbox.due(account_id, flow)
+        for done, row in enumerate(due):
+            if progress is not None:
+                progress(done, len(due))
             if row["state"] == "unknown":
                 found = poster.find(row["posting_key"])
                 row = outbox.reconcile(row, found)
@@ -101,6 +106,8 @@ def post_outbox(
                 raise
             outbox.confirm(row, ref)
             counts["posted"] += 1
+        if progress is not None:
+            progress(len(due), len(due))
     if refused:
         raise DeliveryRefused(
             f"{name} refused {len(refused)} posting(s), {counts['posted']} posted; first: {refused[0]}",

@@ -15,6 +15,7 @@ _REGISTRY = {
     "revenue": "tillflow.flows.revenue:DailyRevenue",
     "revenue_hourly": "tillflow.flows.revenue:HourlyRevenue",
     "clock_times": "tillflow.flows.clock_times:ClockTimes",
+    "ledger": "tillflow.flows.ledger:Ledger",
 }
 
 

@@ -72,6 +72,14 @@ class FlowKind(ABC):
         """Send what changed to the target with the kind's delivery strategy; returns counters.
         Finishes what it can: a refused row is recorded failed and the others still go."""
 
+    def record_key(self, record: Any) -> tuple:
+        """A parsed record's identity: a later page's record with the same key replaces it."""
+        return (record.source_key, record.business_date, record.hour)
+
+    def record_day(self, record: Any) -> Any:
+        """The business date a parsed record belongs to (records outside the item's window are dropped)."""
+        return record.business_date
+
     def describe(self) -> dict[str, Any]:
         return {
             "kind": self.name,

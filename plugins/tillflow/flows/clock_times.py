@@ -69,6 +69,12 @@ class ClockTimes(FlowKind):
     def parse(self, source_cls: Any, page: Any):
         return source_cls.parse_page(page)
 
+    def record_key(self, record: Any) -> tuple:
+        return ("shift", record.shift_number)
+
+    def record_day(self, record: Any) -> Any:
+        return record.financial_date
+
     def map(self, records: Sequence[ShiftRecord], rules, *, account, flow_settings, mapping_kind: str = "employee"):
         """Shifts → timesheet rows; returns (rows, ignored, rejects): unmapped employees are rejected."""
         settings = flow_settings or ClockTimesSettings()
