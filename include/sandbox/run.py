@@ -80,6 +80,8 @@ def _running(state_dir: str) -> dict | None:
         "kassatellen_url",
         "eitje_url",
         "shiftbase_url",
+        "mpluskassa_url",
+        "kashclick_url",
     )  # an older sandbox lacks some: replaced
     if info and _pid_alive(info["pid"]) and all(_answers(info.get(n, "")) for n in names):
         return info
@@ -126,6 +128,8 @@ def cmd_start(args) -> int:
         str(args.shiftbase_port),
         "--mpluskassa-port",
         str(args.mpluskassa_port),
+        "--kashclick-port",
+        str(args.kashclick_port),
         "--latency-ms",
         str(args.latency_ms),
         "--ready-file",
@@ -224,6 +228,7 @@ def cmd_serve(args) -> int:
             eitje_port=args.eitje_port,
             shiftbase_port=args.shiftbase_port,
             mpluskassa_port=args.mpluskassa_port,
+            kashclick_port=args.kashclick_port,
             host=args.host,
             latency_ms=args.latency_ms,
         ).start()
@@ -279,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--eitje-port", type=int, default=8704, help="0 = any free port")
         p.add_argument("--shiftbase-port", type=int, default=8705, help="0 = any free port")
         p.add_argument("--mpluskassa-port", type=int, default=8706, help="0 = any free port (SOAP)")
+        p.add_argument("--kashclick-port", type=int, default=8707, help="0 = any free port")
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument(
             "--latency-ms", type=_latency, default=0, help="answer every API call after this long (0..60000)"

@@ -1086,8 +1086,10 @@ class Sandbox:
         eitje_port: int = 0,
         shiftbase_port: int = 0,
         mpluskassa_port: int = 0,
+        kashclick_port: int = 0,
     ) -> None:
         from sandbox.hourly import EitjeApp, KassatellenApp
+        from sandbox.kashclick import KashclickApp
         from sandbox.mplus import MplusServer
         from sandbox.shiftbase import ShiftbaseApp
 
@@ -1097,12 +1099,14 @@ class Sandbox:
         self.kassatellen = KassatellenApp(latency_ms)
         self.eitje = EitjeApp(latency_ms)
         self.shiftbase = ShiftbaseApp(latency_ms)
+        self.kashclick = KashclickApp(latency_ms)
         self.apps = [
             (self.ajour, ajour_port),
             (self.planday, planday_port),
             (self.kassatellen, kassatellen_port),
             (self.eitje, eitje_port),
             (self.shiftbase, shiftbase_port),
+            (self.kashclick, kashclick_port),
         ]
         self.mpluskassa = MplusServer(port=mpluskassa_port, host=host)  # SOAP (spyne): its own WSGI server
         self._servers: list[_Server] = []
@@ -1170,6 +1174,10 @@ class Sandbox:
     @property
     def shiftbase_url(self) -> str:
         return self._url(4)
+
+    @property
+    def kashclick_url(self) -> str:
+        return self._url(5)
 
     @property
     def mpluskassa_url(self) -> str:

@@ -491,6 +491,8 @@ ANY_PORTS = (
     "0",
     "--mpluskassa-port",
     "0",
+    "--kashclick-port",
+    "0",
 )
 
 

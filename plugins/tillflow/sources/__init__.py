@@ -8,6 +8,7 @@ _REGISTRY = {
     "ajour": "tillflow.sources.ajour:AjourClient",
     "kassatellen": "tillflow.sources.kassatellen:KassatellenClient",
     "mpluskassa": "tillflow.sources.mpluskassa:MplusKassaClient",
+    "kashclick": "tillflow.sources.kashclick:KashclickClient",
 }
 
 
