@@ -82,6 +82,7 @@ def _running(state_dir: str) -> dict | None:
         "shiftbase_url",
         "mpluskassa_url",
         "kashclick_url",
+        "pennylane_url",
     )  # an older sandbox lacks some: replaced
     if info and _pid_alive(info["pid"]) and all(_answers(info.get(n, "")) for n in names):
         return info
@@ -130,6 +131,8 @@ def cmd_start(args) -> int:
         str(args.mpluskassa_port),
         "--kashclick-port",
         str(args.kashclick_port),
+        "--pennylane-port",
+        str(args.pennylane_port),
         "--latency-ms",
         str(args.latency_ms),
         "--ready-file",
@@ -229,6 +232,7 @@ def cmd_serve(args) -> int:
             shiftbase_port=args.shiftbase_port,
             mpluskassa_port=args.mpluskassa_port,
             kashclick_port=args.kashclick_port,
+            pennylane_port=args.pennylane_port,
             host=args.host,
             latency_ms=args.latency_ms,
         ).start()
@@ -285,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--shiftbase-port", type=int, default=8705, help="0 = any free port")
         p.add_argument("--mpluskassa-port", type=int, default=8706, help="0 = any free port (SOAP)")
         p.add_argument("--kashclick-port", type=int, default=8707, help="0 = any free port")
+        p.add_argument("--pennylane-port", type=int, default=8708, help="0 = any free port")
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument(
             "--latency-ms", type=_latency, default=0, help="answer every API call after this long (0..60000)"

@@ -1087,10 +1087,12 @@ class Sandbox:
         shiftbase_port: int = 0,
         mpluskassa_port: int = 0,
         kashclick_port: int = 0,
+        pennylane_port: int = 0,
     ) -> None:
         from sandbox.hourly import EitjeApp, KassatellenApp
         from sandbox.kashclick import KashclickApp
         from sandbox.mplus import MplusServer
+        from sandbox.pennylane import PennylaneApp
         from sandbox.shiftbase import ShiftbaseApp
 
         self.host = host
@@ -1100,6 +1102,7 @@ class Sandbox:
         self.eitje = EitjeApp(latency_ms)
         self.shiftbase = ShiftbaseApp(latency_ms)
         self.kashclick = KashclickApp(latency_ms)
+        self.pennylane = PennylaneApp(latency_ms)
         self.apps = [
             (self.ajour, ajour_port),
             (self.planday, planday_port),
@@ -1107,6 +1110,7 @@ class Sandbox:
             (self.eitje, eitje_port),
             (self.shiftbase, shiftbase_port),
             (self.kashclick, kashclick_port),
+            (self.pennylane, pennylane_port),
         ]
         self.mpluskassa = MplusServer(port=mpluskassa_port, host=host)  # SOAP (spyne): its own WSGI server
         self._servers: list[_Server] = []
@@ -1178,6 +1182,10 @@ class Sandbox:
     @property
     def kashclick_url(self) -> str:
         return self._url(5)
+
+    @property
+    def pennylane_url(self) -> str:
+        return self._url(6)
 
     @property
     def mpluskassa_url(self) -> str:

@@ -77,6 +77,8 @@ def start_sandbox() -> dict[str, str]:
             "0",
             "--kashclick-port",
             "0",
+            "--pennylane-port",
+            "0",
         ]
         subprocess.run([*run, *ports], check=True, capture_output=True, text=True)
     return json.loads((state / "sandbox.json").read_text())

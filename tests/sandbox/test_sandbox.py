@@ -493,6 +493,8 @@ ANY_PORTS = (
     "0",
     "--kashclick-port",
     "0",
+    "--pennylane-port",
+    "0",
 )
 
 

@@ -8,6 +8,7 @@ _REGISTRY = {
     "planday": "tillflow.targets.planday:PlandayClient",
     "eitje": "tillflow.targets.eitje:EitjeClient",
     "shiftbase": "tillflow.targets.shiftbase:ShiftbaseClient",
+    "pennylane": "tillflow.targets.pennylane:PennylaneClient",
 }
 
 

@@ -1,0 +1,196 @@
+"""Kash.click → Pennylane through the platform's steps (plan → shard → fetch/map/queue/post) against the
+stand-ins and real PostgreSQL: every event posted once and balanced, totals equal to the POS, a re-run
+posts nothing, lost answers reconciled without duplicates, a changed event reversed and re-posted, a
+cancelled one reversed, bad records to rejects while the rest posts, and the history import."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import requests
+from tillflow.sources.base import ConnectionInfo
+from tillflow.specs import load_spec, parse_settings
+from tillflow.sync import RunParams, plan_run, run_shard
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = load_spec(ROOT / "dags" / "kashclick_to_pennylane.yaml")
+DAY = date.today() - timedelta(days=2)
+FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "read_timeout": 5, "max_retry_after": 1}
+
+
+def _account(store, sandbox, key, *, orders_per_day=3, **ledger):
+    requests.post(
+        f"{sandbox.kashclick_url}/_sandbox/shops/{key}", json={"orders_per_day": orders_per_day}, timeout=5
+    ).raise_for_status()
+    settings = {
+        "timezone": "Europe/Paris",
+        "lookback_days": 1,
+        "flows": {"ledger": {"fiscal_year_start": str(DAY - timedelta(days=2)), **ledger}},
+    }
+    account = store.upsert_account(
+        SPEC.integration,
+        key,
+        name=key.title(),
+        conn_id=f"kashclick_{key}",
+        target_conn_id=f"pennylane_{key}",
+        settings=parse_settings(settings, spec=SPEC),
+    )
+    conns = {
+        f"kashclick_{key}": ConnectionInfo(
+            conn_id=f"kashclick_{key}", host=sandbox.kashclick_url, login=key, password=f"pw-{key}", extra=FAST
+        ),
+        f"pennylane_{key}": ConnectionInfo(
+            conn_id=f"pennylane_{key}",
+            host=f"{sandbox.pennylane_url}/api/external/v2",
+            login="tillflow-app",
+            password=f"prt-{key}",
+            extra={"client_secret": "cs-test", **FAST},
+        ),
+    }
+    return account, conns
+
+
+def _run(store, conns, run_id, *, flow="ledger", day=DAY, manual=True, at=None):
+    params = RunParams(date_from=day, date_to=day) if manual else RunParams()
+    planned = plan_run(
+        store,
+        SPEC,
+        [SPEC.flow(flow)],
+        dag_id=SPEC.integration,
+        run_id=run_id,
+        logical_date=at or datetime.now(UTC),
+        params=params,
+        manual=manual,
+    )
+    outcomes = []
+    for shard in planned.shards:
+        outcomes += run_shard(
+            SPEC, dag_id=SPEC.integration, run_id=run_id, shard=shard["shard"], conns=conns.__getitem__, threads=2
+        ).outcomes
+    return planned, outcomes
+
+
+def _company(sandbox, key):
+    return requests.get(f"{sandbox.pennylane_url}/_sandbox/companies/{key}", timeout=10).json()["company"]
+
+
+def _entries(sandbox, key):
+    company = _company(sandbox, key)
+    return company.get("entries") or company.get("ledger_entries") or []
+
+
+def _pos_day(sandbox, key, day=DAY):
+    return requests.get(f"{sandbox.kashclick_url}/_sandbox/shops/{key}/day/{day}", timeout=10).json()
+
+
+def test_a_day_posts_every_event_once_balanced_and_a_rerun_posts_nothing(store, sandbox):
+    account, conns = _account(store, sandbox, "lyon")
+    _, outcomes = _run(store, conns, "day-1")
+    assert [o.status for o in outcomes] == ["success"], outcomes[0].error
+    entries = _entries(sandbox, "lyon")
+    pieces = Counter(e["piece_number"] for e in entries)
+    assert pieces and max(pieces.values()) == 1  # one entry per posting key
+    pos = _pos_day(sandbox, "lyon")
+    orders = [o for o in pos["orders"] if o["status"] == "validated"]
+    payments = [p for p in pos["payments"] if p.get("status", "validated") == "validated"]
+    assert len(entries) >= len(orders) + len(payments)
+    for e in entries:  # every entry balances to the cent
+        lines = e.get("ledger_entry_lines") or e.get("lines")
+        assert sum(Decimal(x["debit"]) for x in lines) == sum(Decimal(x["credit"]) for x in lines)
+    balance = requests.get(f"{sandbox.pennylane_url}/_sandbox/companies/lyon/trial_balance", timeout=10).json()
+    accounts = balance.get("accounts", balance)
+    sales_and_vat = sum(
+        Decimal(str(a["credit"])) - Decimal(str(a["debit"]))
+        for number, a in (accounts.items() if isinstance(accounts, dict) else [(a["number"], a) for a in accounts])
+        if str(number).startswith(("70", "4457"))
+    )
+    assert sales_and_vat == sum(Decimal(o["totalIncl"]) for o in orders)  # the books equal the POS
+
+    _, outcomes = _run(store, conns, "day-2")
+    assert outcomes[0].status == "success"
+    assert len(_entries(sandbox, "lyon")) == len(entries)  # nothing posted twice
+
+
+def test_lost_answers_are_looked_up_before_any_repost(store, sandbox):
+    account, conns = _account(store, sandbox, "nice")
+    requests.post(
+        f"{sandbox.pennylane_url}/_sandbox/lose",
+        json={"count": 3, "paths": ["/api/external/v2/ledger_entries"]},
+        timeout=5,
+    ).raise_for_status()
+    _, outcomes = _run(store, conns, "lost-1")
+    assert outcomes[0].status == "failed" and outcomes[0].retryable  # unknown outcomes: the retry looks them up
+    _, outcomes = _run(store, conns, "lost-2")
+    assert outcomes[0].status == "success", outcomes[0].error
+    pieces = Counter(e["piece_number"] for e in _entries(sandbox, "nice"))
+    assert max(pieces.values()) == 1
+    states = Counter(
+        r["state"]
+        for r in store.conn.execute("SELECT state FROM tillflow.outbox WHERE account_id = %s", (account.id,)).fetchall()
+    )
+    store.conn.commit()
+    assert states["reconciled"] == 3 and "unknown" not in states
+
+
+def test_a_changed_order_is_reversed_and_posted_anew_a_cancelled_one_reversed(store, sandbox):
+    account, conns = _account(store, sandbox, "metz")
+    _run(store, conns, "chg-1")
+    pos = _pos_day(sandbox, "metz")
+    first, second = pos["orders"][0]["id"], pos["orders"][1]["id"]
+    new_lines = [{"label": "Menu", "quantity": "1", "unitPriceIncl": "19.90", "vatRate": 10, "totalIncl": "19.90"}]
+    requests.post(
+        f"{sandbox.kashclick_url}/_sandbox/shops/metz",
+        timeout=5,
+        json={"date": str(DAY), "modify_orders": {first: {"lines": new_lines}}, "cancel_orders": [second]},
+    ).raise_for_status()
+    before = len(_entries(sandbox, "metz"))
+    _, outcomes = _run(store, conns, "chg-2")
+    assert outcomes[0].status == "success", outcomes[0].error
+    history = store.conn.execute(
+        "SELECT event_key, kind, revision, state FROM tillflow.outbox WHERE account_id = %s AND event_key = ANY(%s) "
+        "ORDER BY id",
+        (account.id, [f"order:{first}", f"order:{second}"]),
+    ).fetchall()
+    store.conn.commit()
+    kinds = Counter((r["event_key"], r["kind"]) for r in history)
+    assert kinds[(f"order:{first}", "reversal")] == 1 and kinds[(f"order:{first}", "entry")] == 2
+    assert kinds[(f"order:{second}", "reversal")] == 1 and kinds[(f"order:{second}", "entry")] == 1
+    assert len(_entries(sandbox, "metz")) > before  # reversals and the new revision, never an edit
+
+
+def test_bad_records_go_to_rejects_naming_them_and_the_rest_posts(store, sandbox):
+    account, conns = _account(store, sandbox, "caen")
+    bad = ["lines_not_adding_up", "unknown_vat_rate", "unknown_payment_method", "closing_unknown_register"]
+    requests.post(
+        f"{sandbox.kashclick_url}/_sandbox/shops/caen", json={"date": str(DAY), "bad_records": bad}, timeout=5
+    ).raise_for_status()
+    _, outcomes = _run(store, conns, "bad")
+    assert outcomes[0].status == "success", outcomes[0].error
+    reasons = " | ".join(r["reason"] for r in store.rejects(account.id))
+    assert "add up" in reasons and "7" in reasons and "bitcoin" in reasons and "R9" in reasons, reasons
+    assert len(_entries(sandbox, "caen")) > 0
+
+
+def test_the_fiscal_year_start_is_required_when_the_account_is_saved():
+    from tillflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fiscal_year_start"):
+        parse_settings({"flows": {"ledger": {}}}, spec=SPEC)
+
+
+def test_the_history_import_posts_from_the_fiscal_year_start_once(store, sandbox):
+    activated = datetime.now(UTC) - timedelta(minutes=10)
+    account, conns = _account(store, sandbox, "brest", orders_per_day=1)
+    store.update_settings(account.id, account.settings.model_copy(update={"activated_at": activated}))
+    planned, outcomes = _run(store, conns, "hist-1", flow="history", manual=False, at=datetime.now(UTC))
+    assert [o.status for o in outcomes] == ["success"], outcomes[0].error if outcomes else planned.not_run
+    item = planned.items[0]
+    assert item.window_start == DAY - timedelta(days=2) and item.window_end == date.today() - timedelta(days=1)
+    days = {e["date"] for e in _entries(sandbox, "brest")}
+    assert str(DAY - timedelta(days=2)) in days
+    planned, _ = _run(store, conns, "hist-2", flow="history", manual=False, at=datetime.now(UTC))
+    assert planned.items == [] and "done" in planned.not_run["brest"]
