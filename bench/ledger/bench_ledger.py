@@ -74,35 +74,70 @@ def main(argv: list[str] | None = None) -> int:
         key = "busyshop"
         today = date.today()
         fy_start = today - timedelta(days=args.days)
-        requests.post(f"{sb.kashclick_url}/_sandbox/shops/{key}", json={"orders_per_day": args.orders_per_day},
-                      timeout=10).raise_for_status()
+        requests.post(
+            f"{sb.kashclick_url}/_sandbox/shops/{key}", json={"orders_per_day": args.orders_per_day}, timeout=10
+        ).raise_for_status()
         activated = datetime.now(UTC) - timedelta(minutes=6)
-        settings = {"timezone": "Europe/Paris", "lookback_days": 1, "activated_at": activated.isoformat(),
-                    "flows": {"ledger": {"fiscal_year_start": fy_start.isoformat()}}}
+        settings = {
+            "timezone": "Europe/Paris",
+            "lookback_days": 1,
+            "activated_at": activated.isoformat(),
+            "flows": {"ledger": {"fiscal_year_start": fy_start.isoformat()}},
+        }
         with Store.open(url) as store:
-            account = store.upsert_account(spec.integration, key, name="Busy shop", conn_id="k", target_conn_id="p",
-                                           settings=parse_settings(settings, spec=spec))
+            account = store.upsert_account(
+                spec.integration,
+                key,
+                name="Busy shop",
+                conn_id="k",
+                target_conn_id="p",
+                settings=parse_settings(settings, spec=spec),
+            )
             conns = {
                 "k": ConnectionInfo(conn_id="k", host=sb.kashclick_url, login=key, password=f"pw-{key}"),
-                "p": ConnectionInfo(conn_id="p", host=f"{sb.pennylane_url}/api/external/v2", login="bench-app",
-                                    password=f"prt-{key}", extra={"client_secret": "cs-bench"}),
+                "p": ConnectionInfo(
+                    conn_id="p",
+                    host=f"{sb.pennylane_url}/api/external/v2",
+                    login="bench-app",
+                    password=f"prt-{key}",
+                    extra={"client_secret": "cs-bench"},
+                ),
             }
             t0 = time.monotonic()
-            planned = plan_run(store, spec, [spec.flow("history")], dag_id="kashclick_to_pennylane_history",
-                               run_id="bench", logical_date=datetime.now(UTC), params=RunParams(), manual=False)
+            planned = plan_run(
+                store,
+                spec,
+                [spec.flow("history")],
+                dag_id="kashclick_to_pennylane_history",
+                run_id="bench",
+                logical_date=datetime.now(UTC),
+                params=RunParams(),
+                manual=False,
+            )
             [item] = planned.items
             started = datetime.now(UTC)
             outcomes = []
-            for attempt in range(1, 4):  # a lost answer or a transient failure: the task's retry runs it again
+            attempts = 0
+            for _ in range(3):  # a lost answer or a transient failure: the task's retry runs it again
+                attempts += 1
                 for shard in planned.shards:
-                    outcomes = run_shard(spec, dag_id="kashclick_to_pennylane_history", run_id="bench",
-                                         shard=shard["shard"], conns=conns.__getitem__).outcomes
+                    outcomes = run_shard(
+                        spec,
+                        dag_id="kashclick_to_pennylane_history",
+                        run_id="bench",
+                        shard=shard["shard"],
+                        conns=conns.__getitem__,
+                    ).outcomes
                 if all(o.status == "success" for o in outcomes):
                     break
             wall = time.monotonic() - t0
             activity = store.activity(run_id="bench")[0]
-            outbox = Counter(r["state"] for r in store.conn.execute(
-                "SELECT state FROM tillflow.outbox WHERE account_id = %s", (account.id,)).fetchall())
+            outbox = Counter(
+                r["state"]
+                for r in store.conn.execute(
+                    "SELECT state FROM tillflow.outbox WHERE account_id = %s", (account.id,)
+                ).fetchall()
+            )
             store.conn.commit()
         log = requests.get(f"{sb.pennylane_url}/_sandbox/requests", timeout=30).json()
         api = [r for r in log if r["path"].startswith("/api/") and r["ts"] >= started.timestamp()]
@@ -116,12 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         pieces = Counter(e["piece_number"] for e in entries)
         duplicates = sum(n - 1 for n in pieces.values() if n > 1)
         unbalanced = sum(
-            sum(Decimal(x["debit"]) for x in _lines(e)) != sum(Decimal(x["credit"]) for x in _lines(e))
-            for e in entries
+            sum(Decimal(x["debit"]) for x in _lines(e)) != sum(Decimal(x["credit"]) for x in _lines(e)) for e in entries
         )
         balance = requests.get(f"{sb.pennylane_url}/_sandbox/companies/{key}/trial_balance", timeout=60).json()
-        sales_vat = sum(Decimal(a["credit"]) - Decimal(a["debit"]) for n, a in balance["accounts"].items()
-                        if n.startswith(("70", "4457")))
+        sales_vat = sum(
+            Decimal(a["credit"]) - Decimal(a["debit"])
+            for n, a in balance["accounts"].items()
+            if n.startswith(("70", "4457"))
+        )
         pos_total = Decimal(0)
         for i in range((item.window_end - item.window_start).days + 1):
             day = item.window_start + timedelta(days=i)
@@ -137,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({(item.window_end - item.window_start).days + 1} business days), {args.orders_per_day} orders/day",
             "limit:    Pennylane stand-in: 25 requests per 5 s per token (sliding window), as documented",
             "",
-            f"result:   {[o.status for o in outcomes]} after {attempt} attempt(s); activity: fetched "
+            f"result:   {[o.status for o in outcomes]} after {attempts} attempt(s); activity: fetched "
             f"{activity['fetched']}, queued {activity['upserted']}, delivered {activity['delivered']}, "
             f"rejected {activity['rejected']}",
             f"outbox:   {dict(outbox)}",

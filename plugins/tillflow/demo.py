@@ -1,6 +1,6 @@
 """``make demo``: embedded PostgreSQL + sandbox + Airflow metadata DB, demo accounts, one real run of
-``ajour_to_planday``, one of ``kassatellen_to_eitje`` and one of ``mpluskassa_to_shiftbase`` through Airflow
-(``airflow dags test``), and a per-account summary read back from the Planday, Eitje and Shiftbase sandboxes.
+``ajour_to_planday``, ``kassatellen_to_eitje``, ``mpluskassa_to_shiftbase`` and ``kashclick_to_pennylane`` through
+Airflow (``airflow dags test``), and summaries read back from the Planday, Eitje, Shiftbase and Pennylane sandboxes.
 Exit 0 only when what the targets hold equals the canonical store.
 """
 
@@ -27,6 +27,8 @@ DAG_ID = "ajour_to_planday"
 DEMO_FILE = ROOT / "include" / "demo" / "accounts.yaml"
 EITJE_DAG_ID = "kassatellen_to_eitje"
 EITJE_DEMO_FILE = ROOT / "include" / "demo" / "eitje_accounts.yaml"
+PENNYLANE_DAG_ID = "kashclick_to_pennylane"
+PENNYLANE_DEMO = {"key": "boulangerie", "name": "Boulangerie du Port"}
 SHIFTBASE_DAG_ID = "mpluskassa_to_shiftbase"
 SHIFTBASE_DEMO = {"key": "centrum", "name": "Grand Café Centrum", "port": 7001, "ident": "shop7001"}
 
@@ -129,6 +131,20 @@ def connections(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
         "host": f"{urls['shiftbase_url']}/api",
         "password": f"sb-{d['key']}",
     }
+    p = PENNYLANE_DEMO
+    conns[f"kashclick_{p['key']}"] = {
+        "conn_type": "http",
+        "host": urls["kashclick_url"],
+        "login": p["key"],
+        "password": f"pw-{p['key']}",
+    }
+    conns[f"pennylane_{p['key']}"] = {
+        "conn_type": "http",
+        "host": f"{urls['pennylane_url']}/api/external/v2",
+        "login": "tillflow-demo",
+        "password": f"prt-{p['key']}",
+        "extra": json.dumps({"client_secret": "cs-demo"}),
+    }
     conns["smtp_default"] = {
         "conn_type": "smtp",
         "host": "127.0.0.1",
@@ -173,6 +189,7 @@ def seed(store: Store, urls: dict[str, str]) -> None:
         for group, eitje_group in acc["mapping"].items():
             store.set_mapping(account.id, "revenue_group", group, eitje_group)
     seed_shiftbase(store)
+    seed_pennylane(store)
     # a fixed local login for the UI of `make up` (SimpleAuthManager reads its passwords from this file)
     passwords = Path(os.environ.get("AIRFLOW_HOME", tillflow_home() / "airflow"))
     passwords = passwords / "simple_auth_manager_passwords.json.generated"
@@ -182,6 +199,61 @@ def seed(store: Store, urls: dict[str, str]) -> None:
     path = tillflow_home() / "demo_connections.json"
     path.write_text(json.dumps(connections(urls), indent=2))
     _airflow("connections", "import", "--overwrite", str(path))
+
+
+def seed_pennylane(store: Store) -> None:
+    """One Kash.click → Pennylane account with the default French chart; fiscal year from 1 January."""
+    from datetime import date
+
+    from tillflow.cli import spec_for
+
+    p = PENNYLANE_DEMO
+    spec = spec_for(PENNYLANE_DAG_ID)
+    store.delete_account(PENNYLANE_DAG_ID, p["key"])
+    settings = {
+        "timezone": "Europe/Paris",
+        "lookback_days": 1,
+        "flows": {"ledger": {"fiscal_year_start": f"{date.today().year}-01-01"}},
+    }
+    store.upsert_account(  # not activated through the CLI: no history import in the demo, the daily run only
+        PENNYLANE_DAG_ID,
+        p["key"],
+        name=p["name"],
+        conn_id=f"kashclick_{p['key']}",
+        target_conn_id=f"pennylane_{p['key']}",
+        settings=parse_settings(settings, spec=spec, where=p["key"]),
+    )
+
+
+def pennylane_summary(store: Store, urls: dict[str, str]) -> tuple[str, bool]:
+    """The trial balance read back from the Pennylane stand-in, beside the POS totals of the day."""
+    from datetime import date
+
+    p = PENNYLANE_DEMO
+    account = store.get_account(PENNYLANE_DAG_ID, p["key"])
+    last = [r for r in store.activity() if r["account_id"] == account.id]
+    if not last:
+        return "\n  nothing ran", False
+    day = last[-1]["window_start"]
+    pos = requests.get(f"{urls['kashclick_url']}/_sandbox/shops/{p['key']}/day/{day}", timeout=10).json()
+    orders = sum(Decimal(o["totalIncl"]) for o in pos["orders"] if o["status"] == "validated")
+    payments: dict[str, Decimal] = defaultdict(Decimal)
+    for pay in pos["payments"]:
+        if pay.get("status", "validated") == "validated":
+            payments[pay["method"]] += Decimal(pay["amount"])
+    tb = requests.get(f"{urls['pennylane_url']}/_sandbox/companies/{p['key']}/trial_balance", timeout=10).json()
+    lines = [f"\n{p['name']} [{p['key']}] — business day {day} ({date.fromisoformat(str(day)):%A})"]
+    lines.append(f"  {'account':<10} {'debit':>12} {'credit':>12}")
+    for number, a in tb["accounts"].items():
+        lines.append(f"  {number:<10} {a['debit']:>12} {a['credit']:>12}")
+    lines.append(f"  {'total':<10} {tb['total_debit']:>12} {tb['total_credit']:>12}")
+    sales_vat = sum(
+        Decimal(a["credit"]) - Decimal(a["debit"]) for n, a in tb["accounts"].items() if n.startswith(("70", "4457"))
+    )
+    lines.append(f"  POS orders {orders:,.2f} incl. VAT = sales + VAT credits {sales_vat:,.2f}")
+    lines.append("  POS payments: " + ", ".join(f"{m} {v:,.2f}" for m, v in sorted(payments.items())))
+    ok = tb["total_debit"] == tb["total_credit"] and sales_vat == orders
+    return "\n".join(lines), ok
 
 
 def seed_shiftbase(store: Store) -> None:
@@ -375,6 +447,12 @@ def main(args: Any = None) -> int:
         text, sb_ok = shiftbase_summary(store, urls)
         print(f"\nSummary (read back from the Shiftbase sandbox):{text}")
         ok &= sb_ok and sb_run.returncode == 0
+        print(f"\n→ running {PENNYLANE_DAG_ID} once through Airflow (airflow dags test)")
+        pl_run = _airflow("dags", "test", PENNYLANE_DAG_ID, check=False)
+        (tillflow_home() / "demo_run_pennylane.log").write_text(pl_run.stdout + pl_run.stderr)
+        text, pl_ok = pennylane_summary(store, urls)
+        print(f"\nTrial balance (read back from the Pennylane sandbox) beside the POS totals:{text}")
+        ok &= pl_ok and pl_run.returncode == 0
     if run.returncode != 0 or not ok:
         print(f"\ndemo FAILED (airflow exit {run.returncode}); log: {log_path}", file=sys.stderr)
         return 1
