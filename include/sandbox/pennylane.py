@@ -62,7 +62,8 @@ Assumptions where the documentation is silent (each chosen to be strict, so a cl
   not negative. A line has a debit or a credit, not both and not neither. A field the schema does not
   have is refused (``422``); ``currency`` is three capital letters (default ``EUR``).
 * A refused refresh token is ``400 {"error": "invalid_grant"}`` (RFC 6749 §5.2). The sandbox's seed refresh
-  token ``prt-<company>`` (any company name) may be used again and again (it stands for a fresh consent);
+  token ``prt-<company>`` (any company name) may be used again and again (it stands for a fresh consent)
+  unless ``POST /_sandbox/seeds {"strict": true}`` makes it single-use like every issued one;
   each refresh token the endpoint *issues* is single-use (rotation). ``client_id`` is required, a
   ``client_secret`` is not checked. The token endpoint is not rate limited.
 * The rate limit is a **sliding window** (a request is refused when 25 requests of the same token arrived
@@ -209,6 +210,8 @@ class PennylaneApp(VendorApp):
         self.windows: dict[str, collections.deque] = {}  # access token → arrival times (sliding window)
         self.lose = {"count": 0, "paths": None, "lost": 0}
         self.next_id = 1000
+        self.spent_seeds: set[str] = set()
+        self.strict_seeds = False  # POST /_sandbox/seeds {"strict": true}: a seed token works once, like any other
 
     # -- state
 
@@ -349,6 +352,14 @@ class PennylaneApp(VendorApp):
     # -- control
 
     def control_extra(self, req: Request, sub: str) -> Response | None:
+        if sub == "seeds":  # strict: the seed refresh token is single-use too (as at Pennylane)
+            body = req.json() if req.method == "POST" else {}
+            if req.method == "POST":
+                if not isinstance(body, dict) or not isinstance(body.get("strict"), bool):
+                    raise BadRequest('body: {"strict": true|false}')
+                with self.lock:
+                    self.strict_seeds = body["strict"]
+            return json_response(200, {"strict": self.strict_seeds})
         if sub == "lose":
             if req.method == "GET":
                 with self.lock:
@@ -409,6 +420,10 @@ class PennylaneApp(VendorApp):
             return json_response(401, {"error": "invalid_client"})
         with self.lock:
             seed = _SEED_REFRESH_RE.match(refresh_token)
+            if seed and self.strict_seeds and refresh_token in self.spent_seeds:
+                seed = None  # spent: falls through to invalid_grant
+            elif seed and self.strict_seeds:
+                self.spent_seeds.add(refresh_token)
             company = seed.group(1) if seed else self.refresh_tokens.pop(refresh_token, None)
             if company is None:  # never echo what was sent
                 return json_response(400, {"error": "invalid_grant", "error_description": "refresh token invalid"})

@@ -146,6 +146,8 @@ class PennylaneClient(TargetClient):
         extra_secrets: tuple[str, ...] = (),
         on_refresh_token: Callable[[str], None] | None = None,
         country_alpha2: str = "FR",
+        token_store: Any = None,
+        conn_id: str | None = None,
     ):
         policy = policy or HttpPolicy()
         if policy.rate_per_second is None:
@@ -170,6 +172,9 @@ class PennylaneClient(TargetClient):
         self.http.add_secret(self._tokens.refresh_token)
         self._clock = clock
         self._on_refresh_token = on_refresh_token
+        #: rotated refresh tokens kept across processes (:mod:`tillflow.tokens`), per Airflow connection
+        self._token_store = token_store
+        self._conn_id = conn_id
         self.country_alpha2 = country_alpha2
         self._journals: dict[str, int] = {}
         self._accounts: dict[str, int] = {}
@@ -221,6 +226,10 @@ class PennylaneClient(TargetClient):
             extra_secrets=tuple(conn.secrets()),
             on_refresh_token=on_refresh_token,
             country_alpha2=country,
+            token_store=_default_token_store(),
+            # the store's key names the connection *and* the token it was authorised with: re-authorising
+            # (a new refresh token in the connection) starts a fresh rotation chain
+            conn_id=f"{conn.conn_id}:{hashlib.sha256(conn.password.encode()).hexdigest()[:16]}",
         )
 
     # -- auth
@@ -237,40 +246,58 @@ class PennylaneClient(TargetClient):
             fresh = self._clock() < state.expires - self.token_refresh_margin
             if state.access_token and fresh and state.access_token != stale:
                 return state.access_token
-            form = {"grant_type": "refresh_token", "refresh_token": state.refresh_token, "client_id": self.client_id}
-            if self._client_secret:
-                form["client_secret"] = self._client_secret
-            # not idempotent: a refresh whose answer is lost may have spent the refresh token
-            response = self.http.request("POST", self.token_url, data=form, ok_extra=(400, 401), idempotent=False)
-            body = _json(response, strict=False)
-            if response.status_code in (400, 401):
-                error = body.get("error") if isinstance(body, dict) else None
-                if response.status_code == 401 or error in _REFUSED_GRANT:
-                    raise AuthError(
-                        f"{self.name}: the token endpoint refused the refresh token of client {self.client_id} "
-                        f"({error or 'HTTP 401'}); authorise the app again and store the new refresh token"
-                    )
-                raise RemoteError(
-                    f"{self.name}: token endpoint answered HTTP 400 ({error or 'no error code'}) for client "
-                    f"{self.client_id}",
-                    status=400,
+            return self._refresh(state, retry=True)
+
+    def _refresh(self, state: Any, *, retry: bool) -> str:
+        """One refresh with the newest refresh token (the store's, else the connection's); the rotated one is
+        stored (compare-and-swap) before the new access token is used. Caller holds ``state.lock``."""
+        stored = self._token_store.load(self._conn_id) if self._token_store and self._conn_id else None
+        if stored and stored != state.refresh_token:
+            self.http.add_secret(stored)
+            state.refresh_token = stored
+        form = {"grant_type": "refresh_token", "refresh_token": state.refresh_token, "client_id": self.client_id}
+        if self._client_secret:
+            form["client_secret"] = self._client_secret
+        # not idempotent: a refresh whose answer is lost may have spent the refresh token
+        response = self.http.request("POST", self.token_url, data=form, ok_extra=(400, 401), idempotent=False)
+        body = _json(response, strict=False)
+        if response.status_code in (400, 401):
+            error = body.get("error") if isinstance(body, dict) else None
+            if (
+                retry
+                and self._token_store
+                and self._conn_id
+                and (self._token_store.load(self._conn_id) not in (None, state.refresh_token))
+            ):
+                return self._refresh(state, retry=False)  # another process rotated it meanwhile: use theirs
+            if response.status_code == 401 or error in _REFUSED_GRANT:
+                raise AuthError(
+                    f"{self.name}: the token endpoint refused the refresh token of client {self.client_id} "
+                    f"({error or 'HTTP 401'}); authorise the app again and store the new refresh token"
                 )
-            token = body.get("access_token") if isinstance(body, dict) else None
-            if not isinstance(token, str) or not token:
-                raise RemoteError(f"{self.name}: token endpoint answered without an access_token")
-            self.http.add_secret(token)
-            rotated = body.get("refresh_token")
-            if isinstance(rotated, str) and rotated and rotated != state.refresh_token:
-                self.http.add_secret(rotated)
-                state.refresh_token = rotated
-                if self._on_refresh_token is not None:
-                    self._on_refresh_token(rotated)
-            try:
-                lifetime = float(body.get("expires_in") or 86400)
-            except (TypeError, ValueError):
-                lifetime = 86400.0
-            state.access_token, state.expires = token, self._clock() + lifetime
-            return token
+            raise RemoteError(
+                f"{self.name}: token endpoint answered HTTP 400 ({error or 'no error code'}) for client "
+                f"{self.client_id}",
+                status=400,
+            )
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise RemoteError(f"{self.name}: token endpoint answered without an access_token")
+        self.http.add_secret(token)
+        rotated = body.get("refresh_token")
+        if isinstance(rotated, str) and rotated and rotated != state.refresh_token:
+            self.http.add_secret(rotated)
+            if self._token_store and self._conn_id:  # stored before the access token is used
+                self._token_store.swap(self._conn_id, stored, rotated)
+            state.refresh_token = rotated
+            if self._on_refresh_token is not None:
+                self._on_refresh_token(rotated)
+        try:
+            lifetime = float(body.get("expires_in") or 86400)
+        except (TypeError, ValueError):
+            lifetime = 86400.0
+        state.access_token, state.expires = token, self._clock() + lifetime
+        return token
 
     def _api(
         self,
@@ -604,6 +631,12 @@ def _amount(value: Any, what: str) -> Decimal:
     if not amount.is_finite() or amount < 0 or amount != amount.quantize(_CENT):
         raise ConfigError(f"{what} must be a non-negative amount with at most 2 decimals, got {value!r}")
     return amount.quantize(_CENT)
+
+
+def _default_token_store():
+    from tillflow.tokens import default_store
+
+    return default_store()
 
 
 def _json(response: requests.Response, *, strict: bool = True) -> Any:
