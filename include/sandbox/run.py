@@ -83,6 +83,8 @@ def _running(state_dir: str) -> dict | None:
         "mpluskassa_url",
         "kashclick_url",
         "pennylane_url",
+        "ccv_salespos_url",
+        "eaccounting_url",
     )  # an older sandbox lacks some: replaced
     if info and _pid_alive(info["pid"]) and all(_answers(info.get(n, "")) for n in names):
         return info
@@ -133,6 +135,10 @@ def cmd_start(args) -> int:
         str(args.kashclick_port),
         "--pennylane-port",
         str(args.pennylane_port),
+        "--ccv-port",
+        str(args.ccv_port),
+        "--eaccounting-port",
+        str(args.eaccounting_port),
         "--latency-ms",
         str(args.latency_ms),
         "--ready-file",
@@ -233,6 +239,8 @@ def cmd_serve(args) -> int:
             mpluskassa_port=args.mpluskassa_port,
             kashclick_port=args.kashclick_port,
             pennylane_port=args.pennylane_port,
+            ccv_port=args.ccv_port,
+            eaccounting_port=args.eaccounting_port,
             host=args.host,
             latency_ms=args.latency_ms,
         ).start()
@@ -290,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--mpluskassa-port", type=int, default=8706, help="0 = any free port (SOAP)")
         p.add_argument("--kashclick-port", type=int, default=8707, help="0 = any free port")
         p.add_argument("--pennylane-port", type=int, default=8708, help="0 = any free port")
+        p.add_argument("--ccv-port", type=int, default=8709, help="0 = any free port")
+        p.add_argument("--eaccounting-port", type=int, default=8710, help="0 = any free port")
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument(
             "--latency-ms", type=_latency, default=0, help="answer every API call after this long (0..60000)"

@@ -1088,7 +1088,11 @@ class Sandbox:
         mpluskassa_port: int = 0,
         kashclick_port: int = 0,
         pennylane_port: int = 0,
+        ccv_port: int = 0,
+        eaccounting_port: int = 0,
     ) -> None:
+        from sandbox.ccv import CcvApp
+        from sandbox.eaccounting import EaccountingApp
         from sandbox.hourly import EitjeApp, KassatellenApp
         from sandbox.kashclick import KashclickApp
         from sandbox.mplus import MplusServer
@@ -1103,6 +1107,8 @@ class Sandbox:
         self.shiftbase = ShiftbaseApp(latency_ms)
         self.kashclick = KashclickApp(latency_ms)
         self.pennylane = PennylaneApp(latency_ms)
+        self.ccv = CcvApp(latency_ms)
+        self.eaccounting = EaccountingApp(latency_ms)
         self.apps = [
             (self.ajour, ajour_port),
             (self.planday, planday_port),
@@ -1111,6 +1117,8 @@ class Sandbox:
             (self.shiftbase, shiftbase_port),
             (self.kashclick, kashclick_port),
             (self.pennylane, pennylane_port),
+            (self.ccv, ccv_port),
+            (self.eaccounting, eaccounting_port),
         ]
         self.mpluskassa = MplusServer(port=mpluskassa_port, host=host)  # SOAP (spyne): its own WSGI server
         self._servers: list[_Server] = []
@@ -1186,6 +1194,14 @@ class Sandbox:
     @property
     def pennylane_url(self) -> str:
         return self._url(6)
+
+    @property
+    def ccv_url(self) -> str:
+        return self._url(7)
+
+    @property
+    def eaccounting_url(self) -> str:
+        return self._url(8)
 
     @property
     def mpluskassa_url(self) -> str:

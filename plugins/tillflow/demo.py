@@ -81,6 +81,10 @@ def start_sandbox() -> dict[str, str]:
             "0",
             "--pennylane-port",
             "0",
+            "--ccv-port",
+            "0",
+            "--eaccounting-port",
+            "0",
         ]
         subprocess.run([*run, *ports], check=True, capture_output=True, text=True)
     return json.loads((state / "sandbox.json").read_text())

@@ -495,6 +495,10 @@ ANY_PORTS = (
     "0",
     "--pennylane-port",
     "0",
+    "--ccv-port",
+    "0",
+    "--eaccounting-port",
+    "0",
 )
 
 

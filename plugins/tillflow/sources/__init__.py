@@ -9,6 +9,7 @@ _REGISTRY = {
     "kassatellen": "tillflow.sources.kassatellen:KassatellenClient",
     "mpluskassa": "tillflow.sources.mpluskassa:MplusKassaClient",
     "kashclick": "tillflow.sources.kashclick:KashclickClient",
+    "ccv_salespos": "tillflow.sources.ccv:CcvClient",
 }
 
 

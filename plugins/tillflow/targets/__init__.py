@@ -9,6 +9,7 @@ _REGISTRY = {
     "eitje": "tillflow.targets.eitje:EitjeClient",
     "shiftbase": "tillflow.targets.shiftbase:ShiftbaseClient",
     "pennylane": "tillflow.targets.pennylane:PennylaneClient",
+    "eaccounting": "tillflow.targets.eaccounting:EaccountingClient",
 }
 
 
