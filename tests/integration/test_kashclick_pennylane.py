@@ -194,3 +194,18 @@ def test_the_history_import_posts_from_the_fiscal_year_start_once(store, sandbox
     assert str(DAY - timedelta(days=2)) in days
     planned, _ = _run(store, conns, "hist-2", flow="history", manual=False, at=datetime.now(UTC))
     assert planned.items == [] and "done" in planned.not_run["brest"]
+
+
+def test_a_payload_the_client_refuses_before_sending_fails_that_row_only():
+    from tillflow.errors import ConfigError, RemoteError, is_permanent
+    from tillflow.flows.ledger import _Poster
+
+    class Refuses:
+        name = "pennylane"
+
+        def post(self, payload, key):
+            raise ConfigError(f"entry {key}: lines do not balance")
+
+    with pytest.raises(RemoteError) as err:
+        _Poster(Refuses(), store=None).post({}, "acct:order:1:r1")
+    assert err.value.status == 422 and is_permanent(err.value) and "do not balance" in str(err.value)

@@ -196,7 +196,12 @@ class _Poster:
         self.name = getattr(client, "name", "target")
 
     def post(self, payload: dict[str, Any], posting_key: str) -> str:
-        return self.client.post(payload, posting_key)
+        from tillflow.errors import ConfigError, RemoteError
+
+        try:
+            return self.client.post(payload, posting_key)
+        except ConfigError as exc:  # refused before sending (a malformed payload): that row fails, the rest goes
+            raise RemoteError(f"{self.name}: {posting_key} not sent: {exc}", status=422) from None
 
     def find(self, posting_key: str) -> str | None:
         row = self.store.conn.execute(
