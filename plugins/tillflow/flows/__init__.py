@@ -16,6 +16,7 @@ _REGISTRY = {
     "revenue_hourly": "tillflow.flows.revenue:HourlyRevenue",
     "clock_times": "tillflow.flows.clock_times:ClockTimes",
     "ledger": "tillflow.flows.ledger:Ledger",
+    "orders": "tillflow.flows.orders:Orders",
 }
 
 

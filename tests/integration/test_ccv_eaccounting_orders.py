@@ -1,0 +1,137 @@
+"""CCV SalesPOS → eAccounting orders through the platform's steps against both stand-ins and real PostgreSQL:
+only paid orders, created once (a re-run and a lost answer never duplicate), company vs private customers,
+a missing product fails the order naming the SKU and the next run creates it once the article exists."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import requests
+from tillflow.sources.base import ConnectionInfo
+from tillflow.specs import load_spec, parse_settings
+from tillflow.sync import RunParams, plan_run, run_shard
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = load_spec(ROOT / "dags" / "ccv_salespos_to_eaccounting.yaml")
+FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "read_timeout": 5, "max_retry_after": 1}
+
+
+def _setup(store, sandbox, shop):
+    from tillflow.tokens import MemoryTokenStore
+
+    account = store.upsert_account(
+        SPEC.integration,
+        shop,
+        name=shop.title(),
+        conn_id=f"ccv_{shop}",
+        target_conn_id=f"eaccounting_{shop}",
+        settings=parse_settings({"timezone": "Europe/Amsterdam", "lookback_days": 14}, spec=SPEC),
+    )
+    conns = {
+        f"ccv_{shop}": ConnectionInfo(
+            conn_id=f"ccv_{shop}", host=sandbox.ccv_url, login=f"pk-{shop}", password=f"sk-{shop}", extra=FAST
+        ),
+        f"eaccounting_{shop}": ConnectionInfo(
+            conn_id=f"eaccounting_{shop}",
+            host=f"{sandbox.eaccounting_url}/v2",
+            login="tillflow-app",
+            password=f"ert-{shop}",
+            extra={"client_secret": "cs-test", "token_url": f"{sandbox.eaccounting_url}/connect/token", **FAST},
+        ),
+    }
+    import tillflow.tokens as tokens
+
+    tokens._default = MemoryTokenStore()  # rotated tokens across the runs of this test (one process)
+    return account, conns
+
+
+def _ea(sandbox, shop):
+    return requests.get(f"{sandbox.eaccounting_url}/_sandbox/companies/{shop}", timeout=10).json()["company"]
+
+
+def _ccv(sandbox, shop):
+    return requests.get(f"{sandbox.ccv_url}/_sandbox/shops/{shop}", timeout=10).json()["shop"]
+
+
+def _articles(sandbox, conns, shop, skus):
+    from tillflow.targets.eaccounting import EaccountingClient
+
+    client = EaccountingClient.from_connection(conns[f"eaccounting_{shop}"])
+    company = _ea(sandbox, shop)
+    for sku in skus:
+        client.create_article(
+            {
+                "IsActive": True,
+                "Number": sku,
+                "Name": f"Article {sku}",
+                "CodingId": company["codings"][0]["Id"],
+                "UnitId": company["units"][0]["Id"],
+            }
+        )
+
+
+def _run(store, conns, run_id):
+    planned = plan_run(
+        store,
+        SPEC,
+        SPEC.flows,
+        dag_id=SPEC.integration,
+        run_id=run_id,
+        logical_date=datetime.now(UTC),
+        params=RunParams(date_from=date.today() - timedelta(days=14), date_to=date.today()),
+        manual=True,
+    )
+    outcomes = []
+    for shard in planned.shards:
+        outcomes += run_shard(
+            SPEC, dag_id=SPEC.integration, run_id=run_id, shard=shard["shard"], conns=conns.__getitem__
+        ).outcomes
+    return outcomes
+
+
+def test_paid_orders_are_created_once_and_a_missing_product_waits_for_its_article(store, sandbox):
+    account, conns = _setup(store, sandbox, "webwinkel")
+    shop = _ccv(sandbox, "webwinkel")
+    skus = sorted({p["sku"] for p in shop["products"]})
+    paid = [o for o in shop["orders"] if o["paid"]]
+    missing = paid[0]["rows"][0]["product_number"]  # in a paid order
+    _articles(sandbox, conns, "webwinkel", [s for s in skus if s != missing])  # one product not there yet
+    outcomes = _run(store, conns, "o-1")
+    ea = _ea(sandbox, "webwinkel")
+    refs = Counter(o.get("YourReference") for o in ea["orders"])
+    assert refs and max(refs.values()) == 1
+    failed = store.conn.execute(
+        "SELECT object_key, detail FROM tillflow.object_delivery WHERE status = 'failed'"
+    ).fetchall()
+    store.conn.commit()
+    assert failed and all(missing in f["detail"] for f in failed)  # each such order names the SKU
+    assert outcomes[0].status == "failed" and not outcomes[0].retryable  # refused, not an Airflow retry
+    assert len(ea["orders"]) == len(paid) - len(failed)  # the others went; unpaid ones never
+    kinds = {c["IsPrivatePerson"] for c in ea["customers"]}
+    with_company = {o["customer"]["email"] for o in paid if (o["customer"].get("billingaddress") or {}).get("company")}
+    assert (False in kinds) == bool(with_company)  # a company name → a company customer, else a person
+
+    _articles(sandbox, conns, "webwinkel", [missing])  # the product appears
+    outcomes = _run(store, conns, "o-2")
+    assert outcomes[0].status == "success", outcomes[0].error
+    ea = _ea(sandbox, "webwinkel")
+    refs = Counter(o.get("YourReference") for o in ea["orders"])
+    assert max(refs.values()) == 1 and len(refs) == len(paid)
+    assert _run(store, conns, "o-3")[0].status == "success"
+    assert len(_ea(sandbox, "webwinkel")["orders"]) == sum(refs.values())  # a re-run creates nothing
+
+
+def test_a_lost_create_answer_never_duplicates_the_order(store, sandbox):
+    account, conns = _setup(store, sandbox, "verloren")
+    shop = _ccv(sandbox, "verloren")
+    _articles(sandbox, conns, "verloren", sorted({p["sku"] for p in shop["products"]}))
+    requests.post(
+        f"{sandbox.eaccounting_url}/_sandbox/lose", json={"count": 1, "paths": ["/v2/orders"]}, timeout=5
+    ).raise_for_status()
+    first = _run(store, conns, "l-1")
+    second = _run(store, conns, "l-2")
+    assert second[0].status == "success", (first[0].error, second[0].error)
+    refs = Counter(o.get("YourReference") for o in _ea(sandbox, "verloren")["orders"])
+    assert refs and max(refs.values()) == 1  # the lost one was found by its reference, not created twice
