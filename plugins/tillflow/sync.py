@@ -333,8 +333,14 @@ def _retries(client: Any) -> int:
 
 
 def conn_ids(spec: IntegrationSpec, flow: FlowSpec, account: Any) -> tuple[str, str]:
-    """The Airflow connections of an account's source and target side for one flow."""
-    return account.conn_id, account.target_conn(spec.target_of(flow))
+    """The Airflow connections of an account's source and target side for one flow. The account's
+    ``conn_id`` is its connection to the integration's source system and ``target_conn`` the one to the
+    target system, whichever way a flow goes (CCV → eAccounting orders, eAccounting → CCV products)."""
+
+    def conn_of(system: str) -> str:
+        return account.conn_id if system == spec.source else account.target_conn(system)
+
+    return conn_of(spec.source_of(flow)), conn_of(spec.target_of(flow))
 
 
 # ---------------------------------------------------------------------------------------- the steps

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import requests
@@ -66,6 +67,8 @@ def _articles(sandbox, conns, shop, skus):
                 "IsActive": True,
                 "Number": sku,
                 "Name": f"Article {sku}",
+                "NetPrice": Decimal("8.26"),
+                "GrossPrice": Decimal("9.00"),
                 "CodingId": company["codings"][0]["Id"],
                 "UnitId": company["units"][0]["Id"],
             }
@@ -135,3 +138,50 @@ def test_a_lost_create_answer_never_duplicates_the_order(store, sandbox):
     assert second[0].status == "success", (first[0].error, second[0].error)
     refs = Counter(o.get("YourReference") for o in _ea(sandbox, "verloren")["orders"])
     assert refs and max(refs.values()) == 1  # the lost one was found by its reference, not created twice
+
+
+def _run_products(store, conns, run_id):
+    flow = SPEC.flow("products")
+    planned = plan_run(
+        store,
+        SPEC,
+        [flow],
+        dag_id="ccv_salespos_to_eaccounting_products",
+        run_id=run_id,
+        logical_date=datetime.now(UTC),
+        params=RunParams(),
+        manual=True,
+    )
+    assert planned.items, planned.not_run
+    return [
+        o
+        for s in planned.shards
+        for o in run_shard(
+            SPEC,
+            dag_id="ccv_salespos_to_eaccounting_products",
+            run_id=run_id,
+            shard=s["shard"],
+            conns=conns.__getitem__,
+        ).outcomes
+    ]
+
+
+def test_products_are_created_or_updated_by_sku_and_the_update_flag_keeps_ccv_data(store, sandbox):
+    for shop, update in (("upd", True), ("keep", False)):
+        account, conns = _setup(store, sandbox, shop)
+        store.update_settings(
+            account.id, account.settings.model_copy(update={"flows": {"products": {"update": update}}})
+        )
+        existing = _ccv(sandbox, shop)["products"][0]
+        _articles(sandbox, conns, shop, [existing["sku"], "NEW-001"])  # one SKU CCV has, one it has not
+        outcomes = _run_products(store, conns, f"p-{shop}-1")
+        assert outcomes[0].status == "success", outcomes[0].error
+        products = {p["sku"]: p for p in _ccv(sandbox, shop)["products"]}
+        assert products["NEW-001"]["name"] == "Article NEW-001"  # created
+        assert Decimal(str(products["NEW-001"]["price_incl"])) == Decimal("9.00")  # incl. VAT as set
+        expected = f"Article {existing['sku']}" if update else existing["name"]
+        assert products[existing["sku"]]["name"] == expected  # updated, or the CCV data kept
+        counts = store.activity(run_id=f"p-{shop}-1")[0]
+        assert counts["delivered"] == (2 if update else 1) and counts["skipped"] == (0 if update else 1)
+        outcomes = _run_products(store, conns, f"p-{shop}-2")
+        assert store.activity(run_id=f"p-{shop}-2")[0]["delivered"] == 0  # unchanged articles are not re-sent

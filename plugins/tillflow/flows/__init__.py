@@ -17,6 +17,7 @@ _REGISTRY = {
     "clock_times": "tillflow.flows.clock_times:ClockTimes",
     "ledger": "tillflow.flows.ledger:Ledger",
     "orders": "tillflow.flows.orders:Orders",
+    "products": "tillflow.flows.products:Products",
 }
 
 

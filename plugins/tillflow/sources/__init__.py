@@ -10,6 +10,7 @@ _REGISTRY = {
     "mpluskassa": "tillflow.sources.mpluskassa:MplusKassaClient",
     "kashclick": "tillflow.sources.kashclick:KashclickClient",
     "ccv_salespos": "tillflow.sources.ccv:CcvClient",
+    "eaccounting": "tillflow.sources.eaccounting_articles:EaccountingArticles",
 }
 
 

@@ -10,6 +10,7 @@ _REGISTRY = {
     "shiftbase": "tillflow.targets.shiftbase:ShiftbaseClient",
     "pennylane": "tillflow.targets.pennylane:PennylaneClient",
     "eaccounting": "tillflow.targets.eaccounting:EaccountingClient",
+    "ccv_salespos": "tillflow.targets.ccv_products:CcvProducts",
 }
 
 
