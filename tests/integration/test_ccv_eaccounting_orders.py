@@ -185,3 +185,62 @@ def test_products_are_created_or_updated_by_sku_and_the_update_flag_keeps_ccv_da
         assert counts["delivered"] == (2 if update else 1) and counts["skipped"] == (0 if update else 1)
         outcomes = _run_products(store, conns, f"p-{shop}-2")
         assert store.activity(run_id=f"p-{shop}-2")[0]["delivered"] == 0  # unchanged articles are not re-sent
+
+
+def test_stock_is_available_minus_reservations_and_only_changes_are_sent(store, sandbox):
+    from tillflow.flows.stock import target_stock
+    from tillflow.targets.eaccounting import EaccountingClient
+
+    assert target_stock(Decimal("5"), Decimal("7"), "available_minus_reserved") == 0  # never below zero
+    assert target_stock(Decimal("5"), Decimal("2"), "available") == 5
+    account, conns = _setup(store, sandbox, "voorraad")
+    ccv = {p["sku"]: p for p in _ccv(sandbox, "voorraad")["products"]}
+    reserved = {s: p for s, p in ccv.items() if Decimal(str(p["reserved"])) > 0 and p["manage_stock"]}
+    sku = sorted(reserved)[0]
+    client = EaccountingClient.from_connection(conns["eaccounting_voorraad"])
+    company = _ea(sandbox, "voorraad")
+    client.create_article(
+        {
+            "IsActive": True,
+            "Number": sku,
+            "Name": "x",
+            "StockBalance": Decimal("20"),
+            "CodingId": company["codings"][0]["Id"],
+            "UnitId": company["units"][0]["Id"],
+        }
+    )
+    flow = SPEC.flow("stock")
+
+    def run(run_id):
+        planned = plan_run(
+            store,
+            SPEC,
+            [flow],
+            dag_id="ccv_salespos_to_eaccounting_stock",
+            run_id=run_id,
+            logical_date=datetime.now(UTC),
+            params=RunParams(),
+            manual=True,
+        )
+        outcomes = [
+            o
+            for s in planned.shards
+            for o in run_shard(
+                SPEC,
+                dag_id="ccv_salespos_to_eaccounting_stock",
+                run_id=run_id,
+                shard=s["shard"],
+                conns=conns.__getitem__,
+            ).outcomes
+        ]
+        assert outcomes[0].status == "success", outcomes[0].error
+        return store.activity(run_id=run_id)[0]
+
+    assert run("s-1")["delivered"] == 1
+    after = {p["sku"]: p for p in _ccv(sandbox, "voorraad")["products"]}
+    assert Decimal(str(after[sku]["stock"])) == Decimal("20") - Decimal(str(reserved[sku]["reserved"]))
+    assert run("s-2")["delivered"] == 0  # unchanged: not sent again
+    store.update_settings(
+        account.id, account.settings.model_copy(update={"flows": {"stock": {"ccv_manages_stock": False}}})
+    )
+    assert run("s-3")["delivered"] == 0  # CCV does not manage stock: nothing is sent

@@ -18,6 +18,7 @@ _REGISTRY = {
     "ledger": "tillflow.flows.ledger:Ledger",
     "orders": "tillflow.flows.orders:Orders",
     "products": "tillflow.flows.products:Products",
+    "stock": "tillflow.flows.stock:Stock",
 }
 
 

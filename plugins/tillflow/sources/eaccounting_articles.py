@@ -18,7 +18,7 @@ from tillflow.sources.base import ConnectionInfo, SourceClient, Window
 class EaccountingArticles(SourceClient):
     name: ClassVar[str] = "eaccounting"
     mapping_kind: ClassVar[str] = "article"
-    flows: ClassVar[tuple[str, ...]] = ("products",)
+    flows: ClassVar[tuple[str, ...]] = ("products", "stock")
 
     def __init__(self, client: Any):
         self.client = client

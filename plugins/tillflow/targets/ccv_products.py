@@ -16,7 +16,7 @@ from tillflow.targets.base import TargetClient
 class CcvProducts(TargetClient):
     name: ClassVar[str] = "ccv_salespos"
     mapping_kind: ClassVar[str] = "product"
-    flows: ClassVar[tuple[str, ...]] = ("products",)
+    flows: ClassVar[tuple[str, ...]] = ("products", "stock")
 
     def __init__(self, client: Any):
         self.client = client
@@ -42,6 +42,17 @@ class CcvProducts(TargetClient):
 
     def update(self, product_id: str, payload: dict) -> None:
         self.client.update_product(product_id, payload)
+
+    def stock_levels(self, window: Any) -> list[dict]:
+        """Per CCV product: sku, product_id, manage_stock, stock and the sales reservations (reserved orders)."""
+        records: list[dict] = []
+        for page in self.client.fetch("stock", window):
+            found, _rejects = self.client.parse(page)
+            records += found
+        return records
+
+    def set_stock(self, product_id: str, quantity: Any) -> None:
+        self.client.set_stock(product_id, quantity)
 
     def existing(self, flow, target_keys, window):
         raise NotImplementedError("products go create-or-update by SKU (tillflow.flows.products)")
