@@ -244,3 +244,53 @@ def test_stock_is_available_minus_reservations_and_only_changes_are_sent(store, 
         account.id, account.settings.model_copy(update={"flows": {"stock": {"ccv_manages_stock": False}}})
     )
     assert run("s-3")["delivered"] == 0  # CCV does not manage stock: nothing is sent
+
+
+def test_an_order_without_email_goes_to_the_default_customer_or_to_rejects(store, sandbox):
+    account, conns = _setup(store, sandbox, "anoniem")
+    shop = _ccv(sandbox, "anoniem")
+    paid = [o for o in shop["orders"] if o["paid"]]
+    target = paid[0]
+    requests.post(
+        f"{sandbox.ccv_url}/_sandbox/shops/anoniem",
+        timeout=5,
+        json={
+            "orders": [
+                {
+                    "id": target["id"],
+                    "raw": {
+                        "customer": {
+                            "billingaddress": {**target["customer"]["billingaddress"], "email": None},
+                            "email": None,
+                        }
+                    },
+                }
+            ]
+        },
+    ).raise_for_status()
+    _articles(sandbox, conns, "anoniem", sorted({p["sku"] for p in shop["products"]}))
+    _run(store, conns, "a-1")
+    reasons = [r["reason"] for r in store.rejects(account.id)]
+    assert any("no customer e-mail and no default customer" in r for r in reasons), reasons
+    assert len(_ea(sandbox, "anoniem")["orders"]) == len(paid) - 1  # the others went
+
+    from tillflow.targets.eaccounting import EaccountingClient
+
+    client = EaccountingClient.from_connection(conns["eaccounting_anoniem"])
+    terms = client.terms_of_payment()[0].key
+    default = client.create_customer(
+        {
+            "Name": "Kassa (anoniem)",
+            "IsPrivatePerson": True,
+            "IsActive": True,
+            "TermsOfPaymentId": terms,
+            "InvoiceCity": "Utrecht",
+            "InvoicePostalCode": "3511 AA",
+        }
+    )
+    store.update_settings(
+        account.id, account.settings.model_copy(update={"flows": {"orders": {"default_customer_id": default}}})
+    )
+    assert _run(store, conns, "a-2")[0].status == "success"
+    orders = _ea(sandbox, "anoniem")["orders"]
+    assert len(orders) == len(paid) and any(o["CustomerId"] == default for o in orders)

@@ -41,6 +41,8 @@ class OrdersSettings(BaseModel):
     order_type: Literal["order"] = "order"
     #: the eAccounting terms of payment of new customers (default: the first the target lists)
     terms_of_payment_id: str | None = None
+    #: the eAccounting customer (id) of orders without an e-mail address; unset: such orders go to rejects
+    default_customer_id: str | None = None
     #: country (ISO 2) → eAccounting VAT code id; when set, an order from a country not listed is refused
     vat_codes: dict[str, str] = {}
     field_map: dict[str, dict[str, str | None]] = {}
@@ -86,6 +88,16 @@ class Orders(FlowKind):
                 settings.paid_only and not order.get("paid")
             ):
                 ignored += 1
+                continue
+            if not order["customer"].get("email") and not settings.default_customer_id:
+                rejects.append(
+                    Reject(
+                        reason=f"order {order['ordernumber']}: no customer e-mail and no default "
+                        "customer (settings flows.orders.default_customer_id)",
+                        payload=order,
+                        ref=f"order {order['ordernumber']}",
+                    )
+                )
                 continue
             country = (order["customer"]["billing_address"].get("country") or order.get("country") or "").upper()
             if settings.vat_codes and country not in settings.vat_codes:
@@ -162,6 +174,8 @@ class OrderTarget:
 
     def _customer(self, order: dict) -> tuple[str, bool]:
         """The eAccounting customer of an order (found by e-mail and updated, or created); (id, private)."""
+        if not order["customer"].get("email"):  # checked in map: the account's default customer
+            return self.settings.default_customer_id, False
         fields = apply(self.mapping, "customer", order)
         private = not order["customer"].get("company")
         if private:

@@ -133,7 +133,7 @@ class CcvAddress(_Record):
 
 
 class CcvCustomer(_Record):
-    email: str = Field(min_length=3)
+    email: str | None = None  # an order without one goes to the account's default customer, or to rejects
     name: str = Field(min_length=1)
     company: str | None = None
     billing_address: CcvAddress
@@ -568,10 +568,12 @@ def _customer(raw: Any) -> CcvCustomer:
     billing = _address(raw.get("billingaddress"), "customer.billingaddress")
     shipping = _address(raw["deliveryaddress"], "customer.deliveryaddress") if raw.get("deliveryaddress") else None
     email = raw.get("email") or (raw.get("billingaddress") or {}).get("email")
-    if not isinstance(email, str) or "@" not in email:
+    if email in (None, "") or (isinstance(email, str) and not email.strip()):
+        email = None  # no e-mail: the orders flow uses the default customer, or rejects the order
+    elif not isinstance(email, str) or "@" not in email:
         raise _Bad(f"field customer.email is not an e-mail address: {email!r}")
     return CcvCustomer(
-        email=email.strip(),
+        email=email.strip() if email else None,
         name=billing.name,
         company=billing.company,
         billing_address=billing,
