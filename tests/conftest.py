@@ -83,7 +83,7 @@ def _with_dbname(url: str, name: str) -> str:
     return make_conninfo(**params)
 
 
-_TABLES = "accounts, mappings, raw_landing, revenue, delivery_state, rejects, activity, batches"
+_TABLES = "accounts, mappings, raw_landing, revenue, delivery_state, rejects, activity, batches, oauth_tokens"
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """``make demo``: embedded PostgreSQL + sandbox + Airflow metadata DB, demo accounts, one real run of
-``ajour_to_planday``, ``kassatellen_to_eitje``, ``mpluskassa_to_shiftbase`` and ``kashclick_to_pennylane`` through
-Airflow (``airflow dags test``), and summaries read back from the Planday, Eitje, Shiftbase and Pennylane sandboxes.
+``ajour_to_planday``, ``kassatellen_to_eitje``, ``mpluskassa_to_shiftbase``, ``kashclick_to_pennylane`` and the CCV
+SalesPOS ↔ eAccounting DAGs through Airflow (``airflow dags test``), and summaries read back from the stand-ins.
 Exit 0 only when what the targets hold equals the canonical store.
 """
 
@@ -27,6 +27,8 @@ DAG_ID = "ajour_to_planday"
 DEMO_FILE = ROOT / "include" / "demo" / "accounts.yaml"
 EITJE_DAG_ID = "kassatellen_to_eitje"
 EITJE_DEMO_FILE = ROOT / "include" / "demo" / "eitje_accounts.yaml"
+CCV_DAG_ID = "ccv_salespos_to_eaccounting"
+CCV_DEMO = {"key": "koffiebar", "name": "Koffiebar Online"}
 PENNYLANE_DAG_ID = "kashclick_to_pennylane"
 PENNYLANE_DEMO = {"key": "boulangerie", "name": "Boulangerie du Port"}
 SHIFTBASE_DAG_ID = "mpluskassa_to_shiftbase"
@@ -135,6 +137,20 @@ def connections(urls: dict[str, str]) -> dict[str, dict[str, Any]]:
         "host": f"{urls['shiftbase_url']}/api",
         "password": f"sb-{d['key']}",
     }
+    c = CCV_DEMO
+    conns[f"ccv_{c['key']}"] = {
+        "conn_type": "http",
+        "host": urls["ccv_salespos_url"],
+        "login": f"pk-{c['key']}",
+        "password": f"sk-{c['key']}",
+    }
+    conns[f"eaccounting_{c['key']}"] = {
+        "conn_type": "http",
+        "host": f"{urls['eaccounting_url']}/v2",
+        "login": "tillflow-demo",
+        "password": f"ert-{c['key']}",
+        "extra": json.dumps({"client_secret": "cs-demo", "token_url": f"{urls['eaccounting_url']}/connect/token"}),
+    }
     p = PENNYLANE_DEMO
     conns[f"kashclick_{p['key']}"] = {
         "conn_type": "http",
@@ -194,6 +210,13 @@ def seed(store: Store, urls: dict[str, str]) -> None:
             store.set_mapping(account.id, "revenue_group", group, eitje_group)
     seed_shiftbase(store)
     seed_pennylane(store)
+    seed_ccv(store)
+    # the stand-ins start afresh with every demo: forget refresh tokens they rotated in an earlier one
+    with store.conn.transaction():
+        store.conn.execute(
+            "DELETE FROM tillflow.oauth_tokens WHERE conn_id LIKE %s OR conn_id LIKE %s",
+            (f"pennylane_{PENNYLANE_DEMO['key']}%", f"eaccounting_{CCV_DEMO['key']}%"),
+        )
     # a fixed local login for the UI of `make up` (SimpleAuthManager reads its passwords from this file)
     passwords = Path(os.environ.get("AIRFLOW_HOME", tillflow_home() / "airflow"))
     passwords = passwords / "simple_auth_manager_passwords.json.generated"
@@ -227,6 +250,81 @@ def seed_pennylane(store: Store) -> None:
         target_conn_id=f"pennylane_{p['key']}",
         settings=parse_settings(settings, spec=spec, where=p["key"]),
     )
+
+
+def seed_ccv(store: Store) -> None:
+    """One CCV SalesPOS ↔ eAccounting account: paid orders to eAccounting, products and stock to CCV."""
+    from tillflow.cli import spec_for
+
+    c = CCV_DEMO
+    spec = spec_for(CCV_DAG_ID)
+    store.delete_account(CCV_DAG_ID, c["key"])
+    store.upsert_account(
+        CCV_DAG_ID,
+        c["key"],
+        name=c["name"],
+        conn_id=f"ccv_{c['key']}",
+        target_conn_id=f"eaccounting_{c['key']}",
+        settings=parse_settings({"timezone": "Europe/Amsterdam", "lookback_days": 14}, spec=spec, where=c["key"]),
+    )
+
+
+def ccv_demo_run(store: Store, urls: dict[str, str]) -> tuple[str, bool]:
+    """Articles for the shop's SKUs in eAccounting (as a bookkeeper keeps them), then the products, stock and
+    orders DAGs through Airflow; a summary read back from both stand-ins."""
+    from decimal import Decimal as D
+
+    c = CCV_DEMO
+    shop = requests.get(f"{urls['ccv_salespos_url']}/_sandbox/shops/{c['key']}", timeout=10).json()["shop"]
+    company = requests.get(f"{urls['eaccounting_url']}/_sandbox/companies/{c['key']}", timeout=10).json()["company"]
+    if not company["articles"]:
+        from tillflow.sources.base import ConnectionInfo
+        from tillflow.targets.eaccounting import EaccountingClient
+        from tillflow.tokens import DbTokenStore
+
+        conn = connections(urls)[f"eaccounting_{c['key']}"]
+        client = EaccountingClient.from_connection(  # its rotated refresh token kept for the DAGs that follow
+            ConnectionInfo(
+                conn_id=f"eaccounting_{c['key']}",
+                host=conn["host"],
+                login=conn["login"],
+                password=conn["password"],
+                extra=json.loads(conn["extra"]),
+            ),
+            token_store=DbTokenStore(),
+        )
+        for i, p in enumerate(shop["products"]):
+            client.create_article(
+                {
+                    "IsActive": True,
+                    "Number": p["sku"],
+                    "Name": p["name"][:50],
+                    "GrossPrice": D(str(p["price_incl"])),
+                    "StockBalance": D(10 + i),
+                    "CodingId": company["codings"][0]["Id"],
+                    "UnitId": company["units"][0]["Id"],
+                }
+            )
+    ok = True
+    for dag_id in (f"{CCV_DAG_ID}_products", f"{CCV_DAG_ID}_stock", CCV_DAG_ID):
+        run = _airflow("dags", "test", dag_id, check=False)
+        (tillflow_home() / f"demo_run_{dag_id}.log").write_text(run.stdout + run.stderr)
+        ok &= run.returncode == 0
+    shop = requests.get(f"{urls['ccv_salespos_url']}/_sandbox/shops/{c['key']}", timeout=10).json()["shop"]
+    company = requests.get(f"{urls['eaccounting_url']}/_sandbox/companies/{c['key']}", timeout=10).json()["company"]
+    paid = [o for o in shop["orders"] if o["paid"]]
+    lines = [
+        f"\n{c['name']} [{c['key']}]",
+        f"  orders: {len(paid)} paid in CCV → {len(company['orders'])} in eAccounting "
+        f"({len(company['customers'])} customer(s), "
+        f"{sum(1 for x in company['customers'] if not x['IsPrivatePerson'])} companies)",
+        f"  products: {len(company['articles'])} articles → {len(shop['products'])} products in CCV",
+        "  stock in CCV (available − reserved): "
+        + ", ".join(f"{p['sku']} {p['stock']}" for p in shop["products"][:4])
+        + " …",
+    ]
+    ok &= len(company["orders"]) == len(paid)
+    return "\n".join(lines), ok
 
 
 def pennylane_summary(store: Store, urls: dict[str, str]) -> tuple[str, bool]:
@@ -457,6 +555,10 @@ def main(args: Any = None) -> int:
         text, pl_ok = pennylane_summary(store, urls)
         print(f"\nTrial balance (read back from the Pennylane sandbox) beside the POS totals:{text}")
         ok &= pl_ok and pl_run.returncode == 0
+        print(f"\n→ running {CCV_DAG_ID} (orders), its products and stock DAGs through Airflow")
+        text, ccv_ok = ccv_demo_run(store, urls)
+        print(f"\nSummary (read back from the CCV and eAccounting sandboxes):{text}")
+        ok &= ccv_ok
     if run.returncode != 0 or not ok:
         print(f"\ndemo FAILED (airflow exit {run.returncode}); log: {log_path}", file=sys.stderr)
         return 1

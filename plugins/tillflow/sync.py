@@ -613,6 +613,10 @@ def run_shard(
     started = time.monotonic()
     with Store.open(url) as store:
         rows = store.run_items(run_id, shard)
+    if rows:  # rotating refresh tokens (Pennylane, eAccounting) are kept in this run's tillflow database
+        from tillflow.tokens import DbTokenStore, set_default
+
+        set_default(DbTokenStore(url))
     items = [WorkItem.from_activity(r) for r in rows]
     if not items:
         return ShardResult([], 0.0)

@@ -110,9 +110,18 @@ _default_lock = threading.Lock()
 
 
 def default_store() -> TokenStore:
-    """The database store when ``TILLFLOW_DATABASE_URL`` is set (every task and the CLI), else memory."""
+    """The store clients use unless given one: the one :func:`set_default` installed (every shard of every
+    run installs the tillflow database's), else the database when ``TILLFLOW_DATABASE_URL`` is set, else
+    memory (a unit test, a client built by hand)."""
     global _default
     with _default_lock:
         if _default is None:
             _default = DbTokenStore() if os.environ.get("TILLFLOW_DATABASE_URL") else MemoryTokenStore()
         return _default
+
+
+def set_default(store: TokenStore) -> None:
+    """Install the store clients use from now on in this process."""
+    global _default
+    with _default_lock:
+        _default = store

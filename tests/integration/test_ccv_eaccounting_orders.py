@@ -20,8 +20,6 @@ FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "read_timeout": 5, "max_retry
 
 
 def _setup(store, sandbox, shop):
-    from tillflow.tokens import MemoryTokenStore
-
     account = store.upsert_account(
         SPEC.integration,
         shop,
@@ -44,7 +42,7 @@ def _setup(store, sandbox, shop):
     }
     import tillflow.tokens as tokens
 
-    tokens._default = MemoryTokenStore()  # rotated tokens across the runs of this test (one process)
+    tokens.set_default(tokens.DbTokenStore())  # rotated tokens kept where every run's shard looks for them
     return account, conns
 
 

@@ -23,7 +23,9 @@ def test_the_db_store_swaps_atomically_and_keeps_tokens_encrypted(store, pg_url,
     assert tokens.swap("pennylane_a:x", "rt-0", "rt-2") is False  # stale: never overwrite a newer token
     assert tokens.swap("pennylane_a:x", "rt-1", "rt-2") is True
     assert tokens.load("pennylane_a:x") == "rt-2"
-    row = store.conn.execute("SELECT token_enc, rotations FROM tillflow.oauth_tokens").fetchone()
+    row = store.conn.execute(
+        "SELECT token_enc, rotations FROM tillflow.oauth_tokens WHERE conn_id = 'pennylane_a:x'"
+    ).fetchone()
     store.conn.commit()
     assert b"rt-2" not in bytes(row["token_enc"]) and row["rotations"] == 2
 
