@@ -211,6 +211,11 @@ def seed(store: Store, urls: dict[str, str]) -> None:
     seed_shiftbase(store)
     seed_pennylane(store)
     seed_ccv(store)
+    # every demo starts from scratch on both sides: the accounts above are new, so the stand-ins forget
+    # what an earlier demo wrote (a sandbox left running by `make up` keeps it otherwise)
+    for key, url in urls.items():
+        if key.endswith("_url"):
+            requests.post(f"{url}/_sandbox/reset", timeout=10).raise_for_status()
     # the stand-ins start afresh with every demo: forget refresh tokens they rotated in an earlier one
     with store.conn.transaction():
         store.conn.execute(
