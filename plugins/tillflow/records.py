@@ -22,6 +22,17 @@ def money(value: Any) -> Decimal:
     return d.quantize(Decimal("0.01"))
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` with Decimals turned back into strings, so a Reject payload stores as JSON."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value
+
+
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -66,7 +77,7 @@ class RawPage(Record):
     """One fetched payload, landed as-is (compressed) before any parsing."""
 
     flow: str
-    request: dict[str, Any]   # method, path, params — already masked, no credentials
+    request: dict[str, Any]  # method, path, params — already masked, no credentials
     body: bytes
     content_type: str = "application/json"
 

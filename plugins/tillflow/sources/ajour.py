@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from tillflow.errors import ConfigError, RemoteError
 from tillflow.http import HttpClient, HttpPolicy, basic_auth_secret, url_from_host
 from tillflow.records import RawPage, RefItem, Reject, RevenueLine, money
+from tillflow.records import jsonable as _jsonable
 from tillflow.sources.base import ConnectionInfo, SourceClient, Window
 
 _REQUIRED = ("date", "locationId", "totalInclVat", "totalExclVat")
@@ -234,14 +235,3 @@ class AjourClient(SourceClient):
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             return None, f"invalid row: {problems}"
         return line, ""
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` with Decimals turned back into strings, so a Reject payload stores as JSON."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value

@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tillflow.errors import ConfigError, RemoteError
 from tillflow.http import HttpClient, HttpPolicy, url_from_host
 from tillflow.records import RawPage, RefItem, Reject
+from tillflow.records import jsonable as _jsonable
 from tillflow.sources.base import ConnectionInfo, SourceClient, Window
 
 API_PREFIX = "/api/rest/v1"
@@ -684,13 +685,3 @@ def _dumps(obj: Any) -> str:
 
 def _pydantic_reason(exc: ValidationError) -> str:
     return "; ".join(f"field {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from tillflow.errors import AuthError, ConfigError, RemoteError
 from tillflow.http import HttpClient, HttpPolicy, url_from_host
 from tillflow.records import Customer, OrderLine, RawPage, RefItem, Reject, SaleOrder, SalePayment, TillClosing
+from tillflow.records import jsonable as _jsonable
 from tillflow.sources.base import ConnectionInfo, SourceClient, Window
 
 AUTH_PATH = "/workers/getAuthToken.php"
@@ -431,14 +432,3 @@ def _rate_text(rate: Decimal) -> str:
 
 def _pydantic_reason(exc: ValidationError) -> str:
     return "; ".join(f"field {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` with Decimals turned back into strings, so a Reject payload stores as JSON."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value

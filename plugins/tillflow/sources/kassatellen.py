@@ -41,6 +41,7 @@ import requests
 from tillflow.errors import AuthError, ConfigError, RemoteError
 from tillflow.http import HttpClient, HttpPolicy, url_from_host
 from tillflow.records import RawPage, RefItem, Reject, RevenueLine, money
+from tillflow.records import jsonable as _jsonable
 from tillflow.sources.base import ConnectionInfo, SourceClient, Window
 
 HOUR = timedelta(hours=1)
@@ -313,13 +314,3 @@ def _instant(text: Any) -> datetime:
     if ts.tzinfo is None:
         raise ValueError(f"no offset: {text!r}")
     return ts.astimezone(UTC)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
