@@ -138,7 +138,7 @@ def test_a_lost_create_answer_never_duplicates_the_order(store, sandbox):
     assert refs and max(refs.values()) == 1  # the lost one was found by its reference, not created twice
 
 
-def _run_products(store, conns, run_id):
+def _run_products(store, conns, run_id, shop):
     flow = SPEC.flow("products")
     planned = plan_run(
         store,
@@ -147,7 +147,7 @@ def _run_products(store, conns, run_id):
         dag_id="ccv_salespos_to_eaccounting_products",
         run_id=run_id,
         logical_date=datetime.now(UTC),
-        params=RunParams(),
+        params=RunParams(accounts=[shop]),  # this shop only: the other test accounts have their own conns
         manual=True,
     )
     assert planned.items, planned.not_run
@@ -172,7 +172,7 @@ def test_products_are_created_or_updated_by_sku_and_the_update_flag_keeps_ccv_da
         )
         existing = _ccv(sandbox, shop)["products"][0]
         _articles(sandbox, conns, shop, [existing["sku"], "NEW-001"])  # one SKU CCV has, one it has not
-        outcomes = _run_products(store, conns, f"p-{shop}-1")
+        outcomes = _run_products(store, conns, f"p-{shop}-1", shop)
         assert outcomes[0].status == "success", outcomes[0].error
         products = {p["sku"]: p for p in _ccv(sandbox, shop)["products"]}
         assert products["NEW-001"]["name"] == "Article NEW-001"  # created
@@ -181,7 +181,7 @@ def test_products_are_created_or_updated_by_sku_and_the_update_flag_keeps_ccv_da
         assert products[existing["sku"]]["name"] == expected  # updated, or the CCV data kept
         counts = store.activity(run_id=f"p-{shop}-1")[0]
         assert counts["delivered"] == (2 if update else 1) and counts["skipped"] == (0 if update else 1)
-        outcomes = _run_products(store, conns, f"p-{shop}-2")
+        outcomes = _run_products(store, conns, f"p-{shop}-2", shop)
         assert store.activity(run_id=f"p-{shop}-2")[0]["delivered"] == 0  # unchanged articles are not re-sent
 
 
