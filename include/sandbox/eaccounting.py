@@ -98,6 +98,7 @@ Control (besides the base class's ``reset``/``faults``/``requests``/``config``/`
   tokens get.
 * ``POST /_sandbox/tokens/expire`` ``{"company"?}``: every access token (of that company) expires now.
 * ``GET /_sandbox/companies/{company}``: customers, articles, orders, invoices and the reference data.
+* ``GET /_sandbox/state`` also counts the refresh grants answered per company (``refreshes``).
 """
 
 from __future__ import annotations
@@ -665,6 +666,7 @@ class EaccountingApp(VendorApp):
         self.tokens: dict[str, dict] = {}  # access token → {"company", "client_id", "scopes", "expires"}
         self.refresh_tokens: dict[str, dict] = {}  # unspent refresh token → {"company", "client_id"}
         self.spent: set[str] = set()  # spent refresh tokens (seeds included)
+        self.refreshes: dict[str, int] = {}  # company → refresh grants answered (read back by the crash test)
         self.windows: dict[tuple[str, str], collections.deque] = {}
         self.rate = {"limit": RATE_LIMIT, "window_seconds": RATE_WINDOW}
         self.scopes: dict[str, tuple[str, ...]] = {}
@@ -738,6 +740,7 @@ class EaccountingApp(VendorApp):
             "companies": {name: self._company_out(comp) for name, comp in sorted(self.companies.items())},
             "lose": dict(self.lose),
             "rate": dict(self.rate),
+            "refreshes": dict(self.refreshes),
         }
 
     @staticmethod
@@ -874,6 +877,7 @@ class EaccountingApp(VendorApp):
                 return self._oauth_error(400, "invalid_grant", "invalid_grant")
             self.spent.add(refresh_token)
             company = grant["company"]
+            self.refreshes[company] = self.refreshes.get(company, 0) + 1
             self._company(company)
             now = time.time()
             self.tokens = {t: v for t, v in self.tokens.items() if v["expires"] > now}

@@ -7,6 +7,14 @@ stored token is still ``old`` (compare-and-swap on its sha256), so two processes
 never overwrite a newer token with an older one. A client stores the new token *before* it uses the new
 access token.
 
+A refresh spends the old token the moment the vendor answers, so the answer and the save must not be split by
+a crash. :func:`refresh_and_store` makes them one unit that outlives the task: with the database store, the
+refresh call and the swap run in a small detached child process (its own session), and the task only reads
+the child's result. A task process killed between the vendor's answer and the save (an execution timeout,
+the OOM killer, a worker shut down) then loses nothing: the child saves the rotated token and exits. What
+remains is the child itself dying in the milliseconds between the answer and one UPDATE (the machine going
+down); Visma documents no grace period, so that is shown as one clear ``auth_failed`` to re-authorise.
+
 The key: ``TILLFLOW_TOKEN_KEY``, else Airflow's ``[core] fernet_key`` (``AIRFLOW__CORE__FERNET_KEY``),
 else a key generated once in ``$TILLFLOW_HOME/token.key`` (mode 0600). Without a database
 (``TILLFLOW_DATABASE_URL`` unset) tokens live in memory only (:class:`MemoryTokenStore`).
@@ -15,10 +23,14 @@ else a key generated once in ``$TILLFLOW_HOME/token.key`` (mode 0600). Without a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class TokenStore(Protocol):
@@ -125,3 +137,102 @@ def set_default(store: TokenStore) -> None:
     global _default
     with _default_lock:
         _default = store
+
+
+#: test hook of the crash test: seconds the refresh child waits between the vendor's answer and the save
+PAUSE_ENV = "TILLFLOW_TEST_REFRESH_PAUSE"
+
+
+class RefreshAnswer:
+    """The token endpoint's answer as the clients read it (``status_code``, ``content``)."""
+
+    def __init__(self, status_code: int, content: bytes):
+        self.status_code, self.content = status_code, content
+
+
+def refresh_and_store(
+    store: TokenStore,
+    conn_id: str,
+    stored: str | None,
+    *,
+    url: str,
+    form: dict[str, str],
+    headers: dict[str, str],
+    timeout: float = 30.0,
+) -> tuple[RefreshAnswer, bool | None]:
+    """POST a refresh-token grant and, on a rotated token, ``swap(conn_id, stored, rotated)`` — as one unit.
+
+    With a :class:`DbTokenStore` both run in a detached child process (see the module docstring), so killing
+    this process after the vendor answered cannot lose the rotated token. Returns the answer and whether the
+    swap succeeded (``None``: nothing to store — an error answer, or no rotated token). With another store
+    (memory: tests, no database) the caller does the call itself: this raises ``TypeError``.
+
+    :raises ConnectionError: the child got no answer (the refresh token may be spent: outcome unknown).
+    """
+    if not isinstance(store, DbTokenStore):
+        raise TypeError("refresh_and_store needs the database token store")
+    from tillflow.store.db import database_url
+
+    job = {
+        "url": url,
+        "form": form,
+        "headers": headers,
+        "timeout": timeout,
+        "db_url": store.url or database_url(),
+        "conn_id": conn_id,
+        "stored": stored,
+    }
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tillflow.tokens"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # not in the task's process group: a kill of the task does not reach it
+    )
+    out, err = child.communicate(json.dumps(job).encode(), timeout=timeout + 60)
+    try:
+        result = json.loads(out or b"{}")
+    except ValueError:
+        result = {}
+    if "status" not in result:
+        reason = result.get("error") or (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        raise ConnectionError(f"the token refresh got no answer (outcome unknown): {reason[:300]}")
+    return RefreshAnswer(int(result["status"]), result["body"].encode()), result.get("swapped")
+
+
+def _child() -> int:
+    """``python -m tillflow.tokens``: one refresh and its save (the job on stdin, the result on stdout)."""
+    import requests
+
+    job = json.loads(sys.stdin.read())
+    try:
+        response = requests.post(job["url"], data=job["form"], headers=job["headers"], timeout=job["timeout"])
+    except requests.RequestException as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        return 0
+    swapped = None
+    rotated = None
+    if response.status_code == 200:
+        try:
+            body = response.json()
+            rotated = body.get("refresh_token") if isinstance(body, dict) else None
+        except ValueError:
+            rotated = None
+    if isinstance(rotated, str) and rotated and rotated != job["form"].get("refresh_token"):
+        pause = float(os.environ.get(PAUSE_ENV) or 0)
+        if pause:
+            time.sleep(pause)  # the crash test kills the task process here
+        swapped = DbTokenStore(job["db_url"]).swap(job["conn_id"], job["stored"], rotated)
+    result: dict[str, Any] = {"status": response.status_code, "body": response.text, "swapped": swapped}
+    try:
+        print(json.dumps(result), flush=True)
+    except BrokenPipeError:  # the task that asked is gone; the token is saved
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child())

@@ -292,3 +292,32 @@ def test_an_order_without_email_goes_to_the_default_customer_or_to_rejects(store
     assert _run(store, conns, "a-2")[0].status == "success"
     orders = _ea(sandbox, "anoniem")["orders"]
     assert len(orders) == len(paid) and any(o["CustomerId"] == default for o in orders)
+
+
+def test_order_type_invoice_books_each_paid_order_once_as_an_invoice_and_quote_is_refused(store, sandbox):
+    import pytest
+    from tillflow.errors import ConfigError
+
+    account, conns = _setup(store, sandbox, "factuur")
+    store.update_settings(
+        account.id, account.settings.model_copy(update={"flows": {"orders": {"order_type": "invoice"}}})
+    )
+    shop = _ccv(sandbox, "factuur")
+    paid = [o for o in shop["orders"] if o["paid"]]
+    _articles(sandbox, conns, "factuur", sorted({p["sku"] for p in shop["products"]}))
+    requests.post(  # the first invoice's answer is lost: found by its reference, never booked twice
+        f"{sandbox.eaccounting_url}/_sandbox/lose", json={"count": 1, "paths": ["/v2/customerinvoices"]}, timeout=5
+    ).raise_for_status()
+    _run(store, conns, "f-1")
+    assert _run(store, conns, "f-2")[0].status == "success"
+    ea = _ea(sandbox, "factuur")
+    refs = Counter(i.get("YourReference") for i in ea["invoices"])
+    assert not ea["orders"] and len(refs) == len(paid) and max(refs.values()) == 1
+    one = paid[0]
+    invoice = next(i for i in ea["invoices"] if i["YourReference"].endswith(str(one["ordernumber"])))
+    for pos_row, row in zip(one["rows"], invoice["Rows"], strict=True):  # rows carry prices excl. VAT
+        net = (Decimal(str(pos_row["price"])) / (1 + Decimal(str(pos_row["tax"])) / 100)).quantize(Decimal("0.01"))
+        assert Decimal(str(row["UnitPrice"])) == net and Decimal(str(row["Quantity"])) == Decimal(str(pos_row["count"]))
+
+    with pytest.raises(ConfigError, match="quote"):
+        parse_settings({"flows": {"orders": {"order_type": "quote"}}}, spec=SPEC)

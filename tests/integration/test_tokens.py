@@ -57,3 +57,83 @@ def test_rotated_tokens_survive_a_new_process_with_single_use_tokens(store, pg_u
     assert new_process(db).test_connection()
     with pytest.raises(AuthError, match="refused the refresh token"):
         new_process(MemoryTokenStore()).test_connection()  # without the store: the spent seed → invalid_grant
+
+
+_WORKER = r"""
+import json, os, sys
+from tillflow.sources.base import ConnectionInfo
+from tillflow.targets.eaccounting import EaccountingClient
+from tillflow.tokens import DbTokenStore
+
+job = json.loads(sys.argv[1])
+conn = ConnectionInfo(conn_id="ea_crash", host=job["host"], login="tillflow-app", password=job["seed"],
+                      extra={"client_secret": "cs-test", "token_url": job["token_url"]})
+client = EaccountingClient.from_connection(conn, token_store=DbTokenStore(job["pg_url"]))
+print("refreshing", flush=True)
+client.access_token()
+print("done", flush=True)
+"""
+
+
+def test_killing_the_task_between_the_refresh_and_the_save_never_locks_the_account_out(
+    store, pg_url, sandbox, token_key, monkeypatch
+):
+    """The task process is killed (SIGKILL to its whole process group, as a worker shutdown or the OOM killer
+    would) after Visma answered the refresh and before the rotated token was saved: the detached refresh unit
+    still saves it, and the next process works with it. The seed token is spent — without the save the account
+    would be locked out."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tillflow.errors import AuthError
+    from tillflow.sources.base import ConnectionInfo
+    from tillflow.targets.eaccounting import EaccountingClient
+    from tillflow.tokens import PAUSE_ENV, DbTokenStore, MemoryTokenStore
+
+    company = "crashco"
+    seed = f"ert-{company}"
+    host, token_url = f"{sandbox.eaccounting_url}/v2", f"{sandbox.eaccounting_url}/connect/token"
+    root = Path(__file__).resolve().parents[2]
+
+    def refreshes() -> int:
+        state = requests.get(f"{sandbox.eaccounting_url}/_sandbox/state", timeout=5).json()
+        return state.get("refreshes", {}).get(company, 0)
+
+    env = {**os.environ, "PYTHONPATH": f"{root / 'plugins'}{os.pathsep}{root / 'include'}", PAUSE_ENV: "3"}
+    job = {"host": host, "seed": seed, "token_url": token_url, "pg_url": pg_url}
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, json.dumps(job)], stdout=subprocess.PIPE, env=env, start_new_session=True
+    )
+    assert worker.stdout.readline().strip() == b"refreshing"
+    deadline = time.monotonic() + 20
+    while refreshes() == 0:  # Visma has answered: the seed is spent from here on
+        assert time.monotonic() < deadline, "the worker never refreshed"
+        time.sleep(0.02)
+    os.killpg(worker.pid, signal.SIGKILL)  # the task dies between the answer and the save
+    assert worker.wait(timeout=10) == -signal.SIGKILL
+    assert worker.stdout.read() == b""  # it never got its token
+
+    conn = ConnectionInfo(
+        conn_id="ea_crash",
+        host=host,
+        login="tillflow-app",
+        password=seed,
+        extra={"client_secret": "cs-test", "token_url": token_url},
+    )
+    with pytest.raises(AuthError, match="already used"):  # the seed is spent: only the saved token can help now
+        EaccountingClient.from_connection(conn, token_store=MemoryTokenStore()).access_token()
+    tokens = DbTokenStore(pg_url)
+    key = EaccountingClient.from_connection(conn, token_store=tokens).conn_id
+    deadline = time.monotonic() + 20
+    while tokens.load(key) is None:  # the refresh unit saves it after its pause, though the task is gone
+        assert time.monotonic() < deadline, "the rotated token was lost: the account is locked out"
+        time.sleep(0.1)
+    monkeypatch.delenv(PAUSE_ENV, raising=False)
+    client = EaccountingClient.from_connection(conn, token_store=tokens)  # the next task process
+    assert client.vat_codes()  # not locked out
+    assert refreshes() == 2  # the killed worker's and this one (the refused seed is no grant)

@@ -58,7 +58,7 @@ from tillflow.http import HttpClient, HttpPolicy, url_from_host
 from tillflow.records import DeliveryResult, RefItem, TargetRow
 from tillflow.sources.base import ConnectionInfo, Window
 from tillflow.targets.base import TargetClient
-from tillflow.tokens import MemoryTokenStore, TokenStore
+from tillflow.tokens import DbTokenStore, MemoryTokenStore, TokenStore, refresh_and_store
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TOKEN_URL", "EaccountingClient", "MemoryTokenStore", "TokenStore"]
 
@@ -229,14 +229,14 @@ class EaccountingClient(TargetClient):
     def _refresh(self) -> str:
         """One refresh (caller holds ``self._lock``); see the module docstring for the rotation rules."""
         stored, token = self._current_refresh_token()
-        response = self._token_call(token)
+        response, swapped = self._token_call(token, stored)
         if response.status_code != 200:
             error = self._oauth_error(response)
             if error == "invalid_grant":
                 newer = self._newer_stored(token)
                 if newer is not None:  # another process rotated meanwhile: use theirs, once
                     stored, token = newer, newer
-                    response = self._token_call(token)
+                    response, swapped = self._token_call(token, stored)
                     error = self._oauth_error(response) if response.status_code != 200 else None
             if response.status_code != 200:
                 self._refused(response.status_code, error)
@@ -249,7 +249,9 @@ class EaccountingClient(TargetClient):
         if isinstance(rotated, str) and rotated and rotated != token:
             self.http.add_secret(rotated)
             # stored before the new access token is used: the old refresh token is spent already
-            if not self.token_store.swap(self.conn_id, stored, rotated):
+            if swapped is None:
+                swapped = self.token_store.swap(self.conn_id, stored, rotated)
+            if not swapped:
                 theirs = self.token_store.load(self.conn_id)
                 log.warning(
                     "%s: connection %s was rotated by someone else meanwhile; keeping the stored token",
@@ -265,18 +267,32 @@ class EaccountingClient(TargetClient):
         self._access_token, self._expires = access, self._clock() + lifetime
         return access
 
-    def _token_call(self, refresh_token: str) -> requests.Response:
+    def _token_call(self, refresh_token: str, stored: str | None = None) -> tuple[Any, bool | None]:
+        """One refresh-token grant: (the answer, whether the rotated token was stored — ``None``: not yet).
+
+        With the database token store the call and the save run as one unit in a detached process
+        (:func:`tillflow.tokens.refresh_and_store`), so a kill of this process between Visma's answer and the
+        save loses nothing."""
         self.token_calls += 1
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        headers = {"Authorization": "Basic " + _basic(self.client_id, self._client_secret)}
+        if isinstance(self.token_store, DbTokenStore):
+            try:
+                answer, swapped = refresh_and_store(
+                    self.token_store, self.conn_id, stored, url=self.token_url, form=form, headers=headers
+                )
+            except ConnectionError as exc:
+                raise TransientError(f"{self.name}: {self.http.mask(str(exc))}") from None
+            body = _json(answer, strict=False)
+            for key in ("access_token", "refresh_token"):
+                if isinstance(body, dict) and isinstance(body.get(key), str) and body[key]:
+                    self.http.add_secret(body[key])
+            return answer, swapped
         # not idempotent: a refresh whose answer is lost may have spent the refresh token
-        return self.http.request(
-            "POST",
-            self.token_url,
-            data=form,
-            headers={"Authorization": "Basic " + _basic(self.client_id, self._client_secret)},
-            ok_extra=(400, 401),
-            idempotent=False,
+        response = self.http.request(
+            "POST", self.token_url, data=form, headers=headers, ok_extra=(400, 401), idempotent=False
         )
+        return response, None
 
     @staticmethod
     def _oauth_error(response: requests.Response) -> str | None:
@@ -505,6 +521,26 @@ class EaccountingClient(TargetClient):
         """
         ref = payload.get("Number") or payload.get(self.reference_field) if isinstance(payload, dict) else None
         return self._create("/orders", payload, f"creating order {ref!r}" if ref else "creating an order")["Id"]
+
+    # -- customer invoices (the orders flow's ``order_type: invoice``)
+
+    def find_invoice(self, reference: str) -> str | None:
+        """The Id of the customer invoice whose ``YourReference`` is ``reference``; None when there is none."""
+        key = str(reference).strip()
+        if not key:
+            raise ConfigError(f"{self.name}: find_invoice needs a reference")
+        flt = f"{self.reference_field} eq {odata_string(key)}"
+        found = [i["Id"] for i in self._pages("/customerinvoices", flt) if isinstance(i.get("Id"), str)]
+        if len(found) > 1:
+            log.warning("%s: %d invoices match %s: %s", self.name, len(found), key, found)
+        return found[0] if found else None
+
+    def create_invoice(self, payload: dict[str, Any]) -> str:
+        """Create (and book) a customer invoice; returns its Id. A lost answer is "outcome unknown": look it up
+        with :meth:`find_invoice` before creating it again."""
+        ref = payload.get(self.reference_field) if isinstance(payload, dict) else None
+        what = f"creating invoice {ref!r}" if ref else "creating an invoice"
+        return self._create("/customerinvoices", payload, what)["Id"]
 
     # -- reference data
 
