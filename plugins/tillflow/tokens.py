@@ -100,8 +100,13 @@ class DbTokenStore:
         return self.fernet.decrypt(bytes(row["token_enc"])).decode() if row else None
 
     def swap(self, conn_id: str, old: str | None, new: str) -> bool:
+        with self._conn() as store:
+            return self.swap_on(store, conn_id, old, new)
+
+    def swap_on(self, store: Any, conn_id: str, old: str | None, new: str) -> bool:
+        """:meth:`swap` on an open store (the refresh unit connects before it calls the vendor)."""
         enc = self.fernet.encrypt(new.encode())
-        with self._conn() as store, store.conn.transaction():
+        with store.conn.transaction():
             if old is None:
                 cur = store.conn.execute(
                     "INSERT INTO tillflow.oauth_tokens (conn_id, token_enc, token_sha256) VALUES (%s, %s, %s) "
@@ -208,11 +213,22 @@ def _child() -> int:
     import requests
 
     job = json.loads(sys.stdin.read())
+    tokens = DbTokenStore(job["db_url"])
+    with tokens._conn() as store:  # connected before the call: after the answer the save is one UPDATE
+        try:
+            response = requests.post(job["url"], data=job["form"], headers=job["headers"], timeout=job["timeout"])
+        except requests.RequestException as exc:
+            print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+            return 0
+        result = _answered(tokens, store, job, response)
     try:
-        response = requests.post(job["url"], data=job["form"], headers=job["headers"], timeout=job["timeout"])
-    except requests.RequestException as exc:
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-        return 0
+        print(json.dumps(result), flush=True)
+    except BrokenPipeError:  # the task that asked is gone; the token is saved
+        pass
+    return 0
+
+
+def _answered(tokens: DbTokenStore, store: Any, job: dict[str, Any], response: Any) -> dict[str, Any]:
     swapped = None
     rotated = None
     if response.status_code == 200:
@@ -225,13 +241,8 @@ def _child() -> int:
         pause = float(os.environ.get(PAUSE_ENV) or 0)
         if pause:
             time.sleep(pause)  # the crash test kills the task process here
-        swapped = DbTokenStore(job["db_url"]).swap(job["conn_id"], job["stored"], rotated)
-    result: dict[str, Any] = {"status": response.status_code, "body": response.text, "swapped": swapped}
-    try:
-        print(json.dumps(result), flush=True)
-    except BrokenPipeError:  # the task that asked is gone; the token is saved
-        pass
-    return 0
+        swapped = tokens.swap_on(store, job["conn_id"], job["stored"], rotated)
+    return {"status": response.status_code, "body": response.text, "swapped": swapped}
 
 
 if __name__ == "__main__":

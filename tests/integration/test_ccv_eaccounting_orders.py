@@ -181,8 +181,28 @@ def test_products_are_created_or_updated_by_sku_and_the_update_flag_keeps_ccv_da
         assert products[existing["sku"]]["name"] == expected  # updated, or the CCV data kept
         counts = store.activity(run_id=f"p-{shop}-1")[0]
         assert counts["delivered"] == (2 if update else 1) and counts["skipped"] == (0 if update else 1)
+        assert (counts["source"], counts["target"]) == ("eaccounting", "ccv_salespos")  # from where, to where
         outcomes = _run_products(store, conns, f"p-{shop}-2", shop)
         assert store.activity(run_id=f"p-{shop}-2")[0]["delivered"] == 0  # unchanged articles are not re-sent
+
+
+def test_the_activity_log_shows_per_flow_where_data_came_from_and_went(store, sandbox, capsys):
+    import json
+
+    from tillflow.cli import main
+
+    account, conns = _setup(store, sandbox, "route")
+    _articles(sandbox, conns, "route", sorted({p["sku"] for p in _ccv(sandbox, "route")["products"]}))
+    _run(store, conns, "r-orders")
+    _run_products(store, conns, "r-products", "route")
+    assert main(["-i", SPEC.integration, "activity", "route", "--json"]) == 0
+    rows = {r["flow"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (rows["orders"]["source"], rows["orders"]["target"]) == ("ccv_salespos", "eaccounting")
+    assert (rows["products"]["source"], rows["products"]["target"]) == ("eaccounting", "ccv_salespos")
+    assert rows["orders"]["delivered"] > 0 and rows["products"]["delivered"] > 0
+    assert main(["-i", SPEC.integration, "activity", "route", "--flow", "orders"]) == 0
+    text = capsys.readouterr().out
+    assert "ccv_salespos -> eaccounting" in text and "products" not in text
 
 
 def test_stock_is_available_minus_reservations_and_only_changes_are_sent(store, sandbox):

@@ -15,6 +15,7 @@ import requests
 from tillflow.sources.base import ConnectionInfo
 from tillflow.specs import load_spec, parse_settings
 from tillflow.sync import RunParams, plan_run, run_shard
+from tillflow.windows import last_closed_business_date
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_spec(ROOT / "dags" / "kashclick_to_pennylane.yaml")
@@ -189,7 +190,10 @@ def test_the_history_import_posts_from_the_fiscal_year_start_once(store, sandbox
     planned, outcomes = _run(store, conns, "hist-1", flow="history", manual=False, at=datetime.now(UTC))
     assert [o.status for o in outcomes] == ["success"], outcomes[0].error if outcomes else planned.not_run
     item = planned.items[0]
-    assert item.window_start == DAY - timedelta(days=2) and item.window_end == date.today() - timedelta(days=1)
+    # the last closed business day: yesterday, or the day before while today's cutoff (05:00 local) is not past
+    s = account.settings
+    closed = last_closed_business_date(datetime.now(UTC), s.timezone, s.business_day_cutoff)
+    assert item.window_start == DAY - timedelta(days=2) and item.window_end == closed
     days = {e["date"] for e in _entries(sandbox, "brest")}
     assert str(DAY - timedelta(days=2)) in days
     planned, _ = _run(store, conns, "hist-2", flow="history", manual=False, at=datetime.now(UTC))

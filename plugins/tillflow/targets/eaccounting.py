@@ -107,7 +107,7 @@ class EaccountingClient(TargetClient):
     token_refresh_margin: ClassVar[float] = 120.0
     #: when a refresh token is refused, how often (and how long apart) the store is re-read for a token another
     #: process may be storing right now, before giving up
-    store_recheck: ClassVar[tuple[int, float]] = (3, 0.25)
+    store_recheck: ClassVar[tuple[int, float]] = (12, 0.25)
     #: the order field :meth:`find_order` matches a non-numeric reference against
     reference_field: ClassVar[str] = "YourReference"
 
@@ -154,9 +154,10 @@ class EaccountingClient(TargetClient):
             sleep=self._sleep,
         )
         self.http.add_secret(_basic(client_id, client_secret))
-        self._lock = threading.Lock()
-        self._access_token: str | None = None
-        self._expires = 0.0
+        # With the database token store, every client of one connection in this process shares one access token
+        # and one lock (the accounts' flows run in threads): they never race each other for a single-use refresh
+        # token. Other processes are met through the store (see :meth:`_newer_stored`).
+        self._token = _shared_token(self.conn_id) if isinstance(token_store, DbTokenStore) else _TokenState()
         #: token endpoint calls made by this client (tests and the activity log)
         self.token_calls = 0
 
@@ -213,10 +214,12 @@ class EaccountingClient(TargetClient):
 
         :raises AuthError: when Visma refuses the refresh token (spent, revoked) or the client.
         """
-        with self._lock:
-            fresh = self._clock() < self._expires - self.token_refresh_margin
-            if self._access_token and fresh and self._access_token != stale:
-                return self._access_token
+        state = self._token
+        with state.lock:
+            fresh = self._clock() < state.expires - self.token_refresh_margin
+            if state.access and fresh and state.access != stale:
+                self.http.add_secret(state.access)
+                return state.access
             return self._refresh()
 
     def _current_refresh_token(self) -> tuple[str | None, str]:
@@ -227,7 +230,7 @@ class EaccountingClient(TargetClient):
         return stored, stored or self._initial_refresh_token
 
     def _refresh(self) -> str:
-        """One refresh (caller holds ``self._lock``); see the module docstring for the rotation rules."""
+        """One refresh (caller holds ``self._token.lock``); see the module docstring for the rotation rules."""
         stored, token = self._current_refresh_token()
         response, swapped = self._token_call(token, stored)
         if response.status_code != 200:
@@ -264,7 +267,7 @@ class EaccountingClient(TargetClient):
             lifetime = float(body.get("expires_in") or 3600)
         except (TypeError, ValueError):
             lifetime = 3600.0
-        self._access_token, self._expires = access, self._clock() + lifetime
+        self._token.access, self._token.expires = access, self._clock() + lifetime
         return access
 
     def _token_call(self, refresh_token: str, stored: str | None = None) -> tuple[Any, bool | None]:
@@ -587,6 +590,24 @@ class EaccountingClient(TargetClient):
 
     def deliver(self, flow: str, row: TargetRow) -> DeliveryResult:
         raise NotImplementedError(f"{self.name}: orders and products are created by reference, not deliver()")
+
+
+class _TokenState:
+    """An access token, when it expires, and the lock its refresh is made under."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.access: str | None = None
+        self.expires = 0.0
+
+
+_shared_tokens: dict[str, _TokenState] = {}
+_shared_tokens_lock = threading.Lock()
+
+
+def _shared_token(conn_id: str) -> _TokenState:
+    with _shared_tokens_lock:
+        return _shared_tokens.setdefault(conn_id, _TokenState())
 
 
 def _basic(user: str, password: str) -> str:
