@@ -615,8 +615,8 @@ def run_platform(args, sandbox, server: str, tmp: Path, template: Path, fernet: 
         sa.start()
         sa.wait_for_dag(DAG_ID)
         # cycle 1: nothing delivered yet; cycle 2 (queued behind it): the same work again on warm processes,
-        # every row re-sent ("overwrite": true), so both cycles make the same vendor calls
-        confs = [{}, {"overwrite": True}] if args.warm_cycle else [{}]
+        # every row re-sent ("overwrite": "overwrite"), so both cycles make the same vendor calls
+        confs = [{}, {"overwrite": "overwrite"}] if args.warm_cycle else [{}]
         run_ids, unpaused = sa.trigger_alone(DAG_ID, confs)
         cycles = []
         for i, run_id in enumerate(run_ids, 1):

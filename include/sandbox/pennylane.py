@@ -46,6 +46,12 @@ this stand-in does with it:
   Pennylane has **no idempotency key** and does not deduplicate: two POSTs make two entries, even with the
   same ``piece_number``. ``GET /ledger_entries`` filters on ``journal_id`` and ``date`` only (the documented
   ones); ``GET /ledger_entries/{id}`` answers one entry with its lines.
+* ``GET /ledger_entry_lines`` (https://pennylane.readme.io/reference/ledger-entry-lines, "List ledger entry
+  lines", added February 2025) lists the lines of every entry, filters ``id``, ``journal_id``,
+  ``ledger_account_id`` and ``date`` (operators ``eq, not_eq, lt, lteq, gt, gteq, in, not_in``), cursor-paged
+  like every list → ``{"id", "label", "debit", "credit", "date", "ledger_account": {"id", "number"},
+  "ledger_entry": {"id"}, "journal": {"id"}, "created_at", "updated_at"}`` per line (reconciliation reads a
+  day's totals from it without one call per entry).
 * ``POST /company_customers`` ``{"name", "billing_address": {"address", "postal_code", "city",
   "country_alpha2"}}`` (required), ``emails``, ``external_reference`` ("Value must be unique": a second
   customer with the same reference is refused), ``ledger_account: {"number"}`` (optional; without it
@@ -166,6 +172,10 @@ _FILTERS = {
     "/ledger_entries": {
         "journal_id": {"eq", "not_eq", "lt", "lteq", "gt", "gteq", "in", "not_in"},
         "date": {"eq", "not_eq", "lt", "lteq", "gt", "gteq"},
+    },
+    "/ledger_entry_lines": {
+        field: {"eq", "not_eq", "lt", "lteq", "gt", "gteq", "in", "not_in"}
+        for field in ("id", "journal_id", "ledger_account_id", "date")
     },
     "/customers": {
         "id": {"eq", "not_eq", "in", "not_in", "lt", "lteq", "gt", "gteq"},
@@ -521,6 +531,7 @@ class PennylaneApp(VendorApp):
             "/journals": self._list_journals,
             "/ledger_accounts": self._list_accounts,
             "/ledger_entries": self._list_entries,
+            "/ledger_entry_lines": self._list_entry_lines,
             "/customers": self._list_customers,
         }
         creates = {
@@ -628,7 +639,25 @@ class PennylaneApp(VendorApp):
             return self._entry_out(comp, rec, lines=False)
         if sub == "/customers":
             return self._customer_out(rec)
+        if sub == "/ledger_entry_lines":
+            return self._line_out(comp, rec)
         return dict(rec)
+
+    @staticmethod
+    def _line_out(comp: dict, line: dict) -> dict:
+        account = comp["accounts"][line["ledger_account_id"]]
+        return {
+            "id": line["id"],
+            "label": line["label"],
+            "debit": line["debit"],
+            "credit": line["credit"],
+            "date": line["date"],
+            "ledger_account": {"id": account["id"], "number": account["number"]},
+            "ledger_entry": {"id": line["ledger_entry_id"]},
+            "journal": {"id": line["journal_id"]},
+            "created_at": line["created_at"],
+            "updated_at": line["created_at"],
+        }
 
     @staticmethod
     def _list_journals(comp: dict) -> list[dict]:
@@ -641,6 +670,20 @@ class PennylaneApp(VendorApp):
     @staticmethod
     def _list_entries(comp: dict) -> list[dict]:
         return list(comp["entries"].values())
+
+    @staticmethod
+    def _list_entry_lines(comp: dict) -> list[dict]:
+        return [
+            {
+                **line,
+                "ledger_entry_id": entry["id"],
+                "journal_id": entry["journal_id"],
+                "date": entry["date"],
+                "created_at": entry["created_at"],
+            }
+            for entry in comp["entries"].values()
+            for line in entry["lines"]
+        ]
 
     @staticmethod
     def _list_customers(comp: dict) -> list[dict]:

@@ -550,31 +550,163 @@ def cmd_revenue_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Re-map landed payloads for a date range after a mapping change — the POS is not called."""
-    spec = spec_for(args.integration)
-    from tillflow.mapping import apply_mapping
-    from tillflow.sources import get_source
-    from tillflow.sync import WorkItem, parse_landed
+    """Map the pages landed for a date range again (after a mapping change) and deliver — the POS is not called.
+
+    Every flow of the integration that can be replayed (or ``--flow``); ``--dry-run`` prints what the target
+    holds now and what would be sent, and changes nothing."""
+    from tillflow.replay import format_table, replay_item, why_not_replayable
+    from tillflow.sync import WorkItem, conn_ids
     from tillflow.windows import manual_window
 
-    window = manual_window(_parse_date(args.date_from, "--from"), _parse_date(args.date_to or args.date_from, "--to"))
+    spec = spec_for(args.integration)
+    date_from = _parse_date(args.date_from, "--from")
+    date_to = _parse_date(args.date_to, "--to") if args.date_to else date_from
+    if date_to < date_from:
+        raise ConfigError(f"--to: {date_to} lies before --from {date_from}")
+    try:
+        window = manual_window(date_from, date_to)
+    except ValueError as exc:
+        raise ConfigError(f"--from/--to: {exc}") from None
+    if args.flow:
+        flows = [f for f in spec.flows if f.name == args.flow]
+        if not flows:
+            known = ", ".join(f.name for f in spec.flows)
+            raise ConfigError(f"--flow: {spec.integration} has no flow {args.flow!r}; known: {known}")
+        why = why_not_replayable(flows[0].kind)
+        if why:
+            raise ConfigError(f"--flow: {why}")
+    else:
+        flows = [f for f in spec.flows if not why_not_replayable(f.kind)]
+        if not flows:
+            raise ConfigError(f"replay: {why_not_replayable(spec.flows[0].kind)}")
+    run_id = f"replay__{datetime.now(UTC):%Y%m%dT%H%M%S}_{args.key}"
+    results = []
     with _open_store() as store:
         account = store.get_account(spec.integration, args.key)
-        mode = "overwrite" if args.overwrite else account.settings.write_mode
-        flow = spec.flows[0].name
-        item = WorkItem(account.id, account.key, account.name, flow, window.start, window.end, mode)
-        pages = store.landed_for_window(account.id, flow, window)
-        if not pages:
-            raise ConfigError(f"--from/--to: nothing landed for {account.key} in {window}; run the DAG for it")
-        lines, rejected = parse_landed(store, spec, item, [i for i, _ in pages], run_id=None)
-        kind = get_source(spec.source).mapping_kind
-        rows, ignored = apply_mapping(lines, store.mappings(account.id, kind), vat=account.settings.vat, kind=kind)
-        result = store.upsert_revenue(account.id, rows, mode=mode, run_id=f"replay__{date.today()}")
+        mode = account.settings.write_mode
+        if args.overwrite:
+            mode = "overwrite"
+        elif args.keep_existing:
+            mode = "insert_only"
+        for flow in flows:
+            item = WorkItem(
+                account.id,
+                account.key,
+                account.name,
+                flow.name,
+                window.start,
+                window.end,
+                mode,
+                force_delivery=bool(args.overwrite),
+            )
+            if not store.landed_for_window(account.id, get_kind_name(flow), window):
+                if args.flow or len(flows) == 1:
+                    raise ConfigError(
+                        f"--from/--to: nothing landed for {account.key} {flow.name} in {window}; a replay never "
+                        "calls the POS — run the flow for these dates first"
+                    )
+                print(f"{account.key} {flow.name}: nothing landed in {window}; skipped")
+                continue
+            _, target = conn_ids(spec, flow, account)
+            if not args.dry_run:
+                store.activity_start("cli", run_id, account.id, flow.name, window)
+            try:
+                result = replay_item(
+                    store, spec, item, run_id=run_id, target_conn=lambda t=target: _connection(t), dry_run=args.dry_run
+                )
+            except Exception as exc:
+                if not args.dry_run:
+                    store.activity_finish(run_id, account.id, flow.name, "failed", error=one_line(exc))
+                raise
+            if not args.dry_run:
+                detail = f"replay from raw landing (CLI): {result.pages} landed page(s), no POS call"
+                store.activity_update(run_id, account.id, flow.name, status="success", finished=True, detail=detail)
+            results.append(result)
+    rows = [r for res in results for r in res.rows]
+    print(format_table(rows))
+    for res in results:
+        counts = " ".join(f"{k}={v}" for k, v in res.counts.items())
+        verb = "would send" if args.dry_run else "sent"
+        print(
+            f"{res.account} {res.flow}: replayed {res.pages} landed page(s) for {res.window} (no POS call): "
+            f"{verb} {res.would_send}, unchanged {len(res.rows) - res.would_send}; {counts}"
+        )
+    if args.dry_run:
+        print("dry run: nothing written, nothing sent")
+    return 0
+
+
+def get_kind_name(flow) -> str:
+    """The flow kind's name: raw landing is kept per kind (what the source was asked to fetch)."""
+    from tillflow.flows import get_kind
+
+    return get_kind(flow.kind).name
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Per account and business day: the POS total tillflow holds against what the target holds (read back).
+    Prints POS, target, diff and status per day; records the check (tillflow.reconciliation, activity log)
+    and mails drift to the integration's owners (unless --no-mail). Exit 1 when a day drifts or a check failed."""
+    spec = spec_for(args.integration)
+    from tillflow.reconcile import reconcilable_flow, reconcile, table
+
+    if reconcilable_flow(spec) is None:
+        raise ConfigError(f"--integration: {spec.integration} has no revenue or ledger flow to reconcile")
+    window = None
+    if args.date_from or args.date_to:
+        start = _parse_date(args.date_from or args.date_to, "--from")
+        end = _parse_date(args.date_to or args.date_from, "--to")
+        if end < start:
+            raise ConfigError(f"--to: {end} is before --from {start}")
+        window = Window(start, end)
+    run_id = f"cli__reconcile__{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+    with _open_store() as store:
+        checks = reconcile(
+            store,
+            spec,
+            _connection,
+            run_id=run_id,
+            dag_id="cli",
+            accounts=args.account or None,
+            window=window,
+            notify=not args.no_mail,
+        )
+    print(table(checks))
+    drift = sum(len(c.drift) for c in checks)
+    failed = [c for c in checks if c.error]
     print(
-        f"{account.key}: replayed {len(pages)} landed page(s) for {window}: {len(lines)} line(s), {rejected} "
-        f"rejected, {ignored} inactive; upserted {result.upserted}, unchanged {result.unchanged}, kept "
-        f"{result.kept}. The next run delivers the changes."
+        f"{spec.integration}: {sum(len(c.days) for c in checks)} day(s) of {len(checks)} account(s) checked, "
+        f"{drift} drift, {len(failed)} failed ({run_id})"
     )
+    return 1 if drift or failed else 0
+
+
+def cmd_activity(args: argparse.Namespace) -> int:
+    """The activity log, newest first: per account and flow, from which system to which, the window, what
+    happened and the counts."""
+    with _open_store() as store:
+        rows = store.conn.execute(
+            """
+            SELECT a.*, acc.account_key, acc.integration FROM tillflow.activity a
+              JOIN tillflow.accounts acc ON acc.id = a.account_id
+             WHERE (%(i)s::text IS NULL OR acc.integration = %(i)s) AND (%(k)s::text IS NULL OR acc.account_key = %(k)s)
+               AND (%(f)s::text IS NULL OR a.flow = %(f)s)
+             ORDER BY a.started_at DESC, a.id DESC LIMIT %(n)s
+            """,
+            {"i": args.integration, "k": args.key, "f": args.flow, "n": args.limit},
+        ).fetchall()
+        store.conn.commit()
+    if args.json:
+        print(json.dumps([dict(r) for r in rows], indent=2, default=str))
+        return 0
+    for r in rows:
+        route = f"{r['source'] or '?'} -> {r['target'] or '?'}"
+        window = f"{r['window_start']}..{r['window_end']}" if r["window_start"] else "-"
+        counts = " ".join(f"{k}={r[k]}" for k in ("fetched", "upserted", "delivered", "skipped", "rejected") if r[k])
+        print(
+            f"{r['started_at']:%Y-%m-%d %H:%M:%S}  {r['account_key']:<16} {r['flow']:<10} {route:<28} {window:<23} "
+            f"{r['status']:<13} {counts}{'  ' + r['error'] if r['error'] else ''}"
+        )
     return 0
 
 
@@ -703,12 +835,35 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--hour")
     a.set_defaults(func=cmd_revenue_delete)
 
-    a = sub.add_parser("replay", help="re-map landed payloads (no POS call) after a mapping change")
+    a = sub.add_parser(
+        "replay", help="re-map landed payloads (no POS call) after a mapping change and deliver (--dry-run: preview)"
+    )
     a.add_argument("key")
-    a.add_argument("--from", dest="date_from", required=True)
-    a.add_argument("--to", dest="date_to")
-    a.add_argument("--overwrite", action="store_true")
+    a.add_argument("--from", dest="date_from", required=True, help="first business date YYYY-MM-DD")
+    a.add_argument("--to", dest="date_to", help="last business date (default: --from)")
+    a.add_argument("--flow", help="one flow of the integration (default: every flow that can be replayed)")
+    how = a.add_mutually_exclusive_group()
+    how.add_argument("--overwrite", action="store_true", help="overwrite existing values and re-send the window")
+    how.add_argument("--keep-existing", action="store_true", help="keep values already held (insert_only)")
+    a.add_argument(
+        "--dry-run", action="store_true", help="show what the target holds now and what would be sent; change nothing"
+    )
     a.set_defaults(func=cmd_replay)
+
+    a = sub.add_parser("reconcile", help="POS totals per account and day against what the target holds")
+    a.add_argument("-i", "--integration", default=argparse.SUPPRESS, help="integration (DAG id)")
+    a.add_argument("--account", action="append", help="account key (repeatable); default: every account")
+    a.add_argument("--from", dest="date_from", help="first business date; default: the last 7 settled days")
+    a.add_argument("--to", dest="date_to", help="last business date; default: --from")
+    a.add_argument("--no-mail", action="store_true", help="do not mail drift to the integration's owners")
+    a.set_defaults(func=cmd_reconcile)
+
+    a = sub.add_parser("activity", help="the activity log: per flow, from where to where, window, outcome, counts")
+    a.add_argument("key", nargs="?", help="one account (default: every account)")
+    a.add_argument("--flow", help="one flow (orders, products, stock, revenue…)")
+    a.add_argument("--limit", type=int, default=50, help="newest N rows (default 50)")
+    a.add_argument("--json", action="store_true", help="as JSON")
+    a.set_defaults(func=cmd_activity)
 
     a = sub.add_parser("migrate", help="create/upgrade the tillflow schema")
     a.set_defaults(func=cmd_migrate)

@@ -18,31 +18,69 @@ import pendulum
 from airflow.sdk import DAG, Param
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from tillflow.assets import flow_assets
 from tillflow.notify import FailureEmail
 from tillflow.operators import LABEL_TEMPLATE, PlanOperator, ReportOperator, RunAccountsOperator
+from tillflow.pools import pool_for
 from tillflow.specs import IntegrationSpec, load_spec
 
+#: the trigger form's choices for ``overwrite`` (RunParams.from_params also takes the old true/false/null)
+OVERWRITE_DISPLAY = {
+    "account_default": "account default (each account's write mode)",
+    "overwrite": "overwrite (replace existing values, re-send the window)",
+    "keep_existing": "keep existing (add missing values only)",
+}
+
+# The trigger form (Airflow 3.3): a field whose JSON-schema type does not include "null" is marked required,
+# so every optional field allows null. Each Param is checked against its schema when the run is created (a
+# bad date is refused before the run exists); that date_to is not before date_from spans two fields, which a
+# per-Param schema cannot express: RunParams.from_params refuses it in the plan task, before any account runs.
 PARAMS = {
     "accounts": Param(
-        [],
-        type="array",
-        items={"type": "string"},
-        description="Account keys to run; empty = every active account that is due.",
+        None,
+        type=["null", "array"],
+        items={"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$"},
+        title="Accounts",
+        description="Account keys to run; empty = every active account (scheduled: every account that is due).",
     ),
     "date_from": Param(
         None,
         type=["null", "string"],
         format="date",
-        description="First business date to sync (YYYY-MM-DD); empty = the account's lookback.",
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
+        title="Date from",
+        description="First business date to sync (YYYY-MM-DD); empty = each account's own window.",
     ),
     "date_to": Param(
-        None, type=["null", "string"], format="date", description="Last business date to sync; empty = date_from."
+        None,
+        type=["null", "string"],
+        format="date",
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
+        title="Date to",
+        description="Last business date to sync, on or after date_from (YYYY-MM-DD); empty = date_from.",
     ),
     "overwrite": Param(
-        None,
-        type=["null", "boolean"],
-        description="true: overwrite existing values and re-send the window; false: keep any "
-        "existing value; empty: each account's own write mode.",
+        "account_default",
+        type="string",
+        enum=list(OVERWRITE_DISPLAY),
+        values_display=OVERWRITE_DISPLAY,
+        title="Existing values",
+        description="account default: each account's write mode; overwrite: replace existing values and re-send "
+        "the window; keep existing: keep any value the store or the target already holds.",
+    ),
+    "replay": Param(
+        False,
+        type="boolean",
+        title="Replay from raw landing",
+        description="Map the pages already landed for the dates again (after a mapping change) and deliver; "
+        "the POS is not called. Not for snapshot flows (products, stock).",
+    ),
+    "dry_run": Param(
+        False,
+        type="boolean",
+        title="Dry run (preview the replay)",
+        description="Show per account, key and day what the target holds now and what a replay would send "
+        "(in the run task's log and XCom); nothing is written or sent.",
     ),
 }
 
@@ -92,7 +130,12 @@ def _build(spec: IntegrationSpec, dag_id: str, flows: list, doc_md: str | None) 
         plan = PlanOperator(task_id="plan", spec=spec, flows=[f.name for f in flows])
         # one e-mail per run: a shard's failure is reported by ``report``, naming every failed account
         run = RunAccountsOperator.partial(
-            task_id="run", spec=spec, on_failure_callback=[], map_index_template=LABEL_TEMPLATE
+            task_id="run",
+            spec=spec,
+            on_failure_callback=[],
+            map_index_template=LABEL_TEMPLATE,
+            pool=pool_for(spec, flows),  # one pool per vendor: its rate limit holds across workers
+            outlets=flow_assets(spec, flows),  # one Asset per flow; an event only when it landed or delivered rows
         ).expand(shard=plan.output)
         run >> ReportOperator(task_id="report", spec=spec)
     return dag

@@ -6,6 +6,11 @@ records — are compared with what was reported before (``tillflow.notifications
 when it is new, when it was last mailed more than a day ago, or when it had cleared and came back; one
 plain-text mail per address lists them. A problem that is gone is marked cleared. Sent over SMTP with
 the ``smtp_default`` connection's host, port and from-address (the same one the failure e-mails use).
+
+The same table keeps the owners' alerts for accounts that wait for a person (``needs_mapping``,
+``auth_failed``): keyed ``owner alert: <flow>: <status>`` per account and owner address, mailed once a
+day until the flow succeeds (then cleared; it is new again if it comes back). The two kinds of keys
+never clear each other.
 """
 
 from __future__ import annotations
@@ -43,8 +48,32 @@ def _rows(store: Any, account_id: int, address: str) -> dict[str, dict]:
     return {r["problem"]: r for r in rows}
 
 
-def record(store: Any, account_id: int, address: str, sent: list[str], current: set[str], *, now: datetime) -> None:
-    """Remember what was mailed now; a problem no longer present is cleared (it is new if it comes back)."""
+ALERT_PREFIX = "owner alert: "
+
+
+def alert_key(flow: str, status: str) -> str:
+    """The notifications key of an owners' alert for one flow of an account in ``status``."""
+    return f"{ALERT_PREFIX}{flow}: {status}"
+
+
+def _in_scope(key: str, scope: str | None) -> bool:
+    return key.startswith(scope) if scope is not None else not key.startswith(ALERT_PREFIX)
+
+
+def record(
+    store: Any,
+    account_id: int,
+    address: str,
+    sent: list[str],
+    current: set[str],
+    *,
+    now: datetime,
+    scope: str | None = None,
+) -> None:
+    """Remember what was mailed now; a problem no longer present is cleared (it is new if it comes back).
+
+    Only keys in ``scope`` (a key prefix) are cleared; by default the import notifications' keys (every
+    key but the owners' alerts)."""
     rows = _rows(store, account_id, address)
     with store.conn.transaction():
         for key in sent:
@@ -57,7 +86,9 @@ def record(store: Any, account_id: int, address: str, sent: list[str], current: 
                 """,
                 (account_id, address, key, now, now),
             )
-        gone = [key for key, r in rows.items() if key not in current and r["cleared_at"] is None]
+        gone = [
+            key for key, r in rows.items() if key not in current and r["cleared_at"] is None and _in_scope(key, scope)
+        ]
         if gone:
             store.conn.execute(
                 "UPDATE tillflow.notifications SET cleared_at = %s WHERE account_id = %s AND address = %s "
@@ -85,23 +116,30 @@ def compose(account_name: str, account_key: str, flow: str, window: str, lines: 
     return subject, body
 
 
+def send_message(conn: Any, msg: EmailMessage) -> None:
+    """Send ``msg`` over the SMTP server of an Airflow connection (ConnectionInfo); From defaults to the
+    connection's ``from_email``."""
+    if "From" not in msg:
+        msg["From"] = conn.extra.get("from_email") or "tillflow@localhost"
+    use_ssl = not conn.extra.get("disable_ssl", True)
+    cls = smtplib.SMTP_SSL if use_ssl else smtplib.SMTP
+    with cls(conn.host or "localhost", conn.port or 25, timeout=float(conn.extra.get("timeout", 30))) as smtp:
+        if not use_ssl and not conn.extra.get("disable_tls", False):
+            smtp.starttls()
+        if conn.login:
+            smtp.login(conn.login, conn.password)
+        smtp.send_message(msg)
+
+
 def smtp_sender(conn: Any) -> Callable[[str, str, str], None]:
     """A ``send(to, subject, body)`` over the SMTP server of an Airflow connection (ConnectionInfo)."""
 
     def send(to: str, subject: str, body: str) -> None:
         msg = EmailMessage()
-        msg["From"] = conn.extra.get("from_email") or "tillflow@localhost"
         msg["To"] = to
         msg["Subject"] = subject
         msg.set_content(body)
-        use_ssl = not conn.extra.get("disable_ssl", True)
-        cls = smtplib.SMTP_SSL if use_ssl else smtplib.SMTP
-        with cls(conn.host or "localhost", conn.port or 25, timeout=float(conn.extra.get("timeout", 30))) as smtp:
-            if not use_ssl and not conn.extra.get("disable_tls", False):
-                smtp.starttls()
-            if conn.login:
-                smtp.login(conn.login, conn.password)
-            smtp.send_message(msg)
+        send_message(conn, msg)
 
     return send
 

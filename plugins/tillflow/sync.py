@@ -23,6 +23,7 @@ from typing import Any
 from tillflow.errors import AuthError, ConfigError, NeedsMapping, is_permanent
 from tillflow.flows import get_kind
 from tillflow.masking import one_line
+from tillflow.replay import why_not_replayable
 from tillflow.sources import get_source
 from tillflow.sources.base import ConnectionInfo, Window
 from tillflow.specs import FlowSpec, IntegrationSpec
@@ -33,14 +34,29 @@ from tillflow.windows import activation_due, activation_window, clip, due_on_tic
 log = logging.getLogger(__name__)
 
 
+#: the trigger form's three choices for ``overwrite`` → RunParams.overwrite (True/False/None are still accepted)
+OVERWRITE_CHOICES: dict[str, bool | None] = {"account_default": None, "overwrite": True, "keep_existing": False}
+
+
 @dataclass(frozen=True)
 class RunParams:
-    """What a manual run (or the CLI) may ask for; all optional."""
+    """What a manual run (or the CLI) may ask for; all optional.
+
+    ``overwrite``: None = each account's write mode, True = overwrite (and re-send the window), False = keep
+    existing values (insert_only). ``replay``: map the pages landed for the window again (no POS call) and
+    deliver; ``dry_run``: only preview such a replay (implies ``replay``): nothing is written or sent.
+    """
 
     accounts: list[str] = field(default_factory=list)
     date_from: date | None = None
     date_to: date | None = None
     overwrite: bool | None = None
+    replay: bool = False
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dry_run and not self.replay:  # a dry run previews a replay
+            object.__setattr__(self, "replay", True)
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> RunParams:
@@ -55,16 +71,43 @@ class RunParams:
             except ValueError:
                 raise ConfigError(f"{name}: expected YYYY-MM-DD, got {value!r}") from None
 
+        def as_flag(name: str) -> bool:
+            value = params.get(name)
+            if value is None:
+                return False
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name}: expected true or false, got {value!r}")
+            return value
+
         accounts = params.get("accounts") or []
         if isinstance(accounts, str):
             accounts = [a.strip() for a in accounts.split(",") if a.strip()]
         overwrite = params.get("overwrite")
-        if overwrite is not None and not isinstance(overwrite, bool):
-            raise ConfigError(f"overwrite: expected true, false or null, got {overwrite!r}")
+        if isinstance(overwrite, str) and overwrite in OVERWRITE_CHOICES:
+            overwrite = OVERWRITE_CHOICES[overwrite]
+        elif overwrite is not None and not isinstance(overwrite, bool):
+            raise ConfigError(
+                f"overwrite: expected {', '.join(OVERWRITE_CHOICES)} (or true, false, null), got {overwrite!r}"
+            )
         date_from, date_to = as_date("date_from"), as_date("date_to")
         if date_to and not date_from:
             raise ConfigError("date_from: required when date_to is given")
-        return cls(accounts=list(accounts), date_from=date_from, date_to=date_to, overwrite=overwrite)
+        if date_from and date_to and date_to < date_from:
+            raise ConfigError(f"date_to: {date_to} lies before date_from {date_from}; date_to must be on or after it")
+        if date_from:
+            try:
+                manual_window(date_from, date_to)
+            except ValueError as exc:
+                raise ConfigError(f"date_from/date_to: {exc}") from None
+        dry_run = as_flag("dry_run")
+        return cls(
+            accounts=list(accounts),
+            date_from=date_from,
+            date_to=date_to,
+            overwrite=overwrite,
+            replay=as_flag("replay") or dry_run,
+            dry_run=dry_run,
+        )
 
     @property
     def targeted(self) -> bool:
@@ -161,6 +204,8 @@ def plan(
     dates asked (or each account's window); paused accounts never run.
     """
     flows = list(flows or spec.flows)
+    if manual and params.replay and all(why_not_replayable(f.kind) for f in flows):
+        raise ConfigError(f"replay: {'; '.join(sorted({why_not_replayable(f.kind) for f in flows}))}")
     accounts = store.list_accounts(spec.integration)
     by_key = {a.key: a for a in accounts}
     unknown = [k for k in params.accounts if k not in by_key]
@@ -182,6 +227,9 @@ def plan(
                 continue
             if (s.flows.get(flow.settings_key) or {}).get("enabled") is False:
                 not_run[label] = f"{flow.name} is off for this account"
+                continue
+            if manual and params.replay and (why := why_not_replayable(flow.kind)):
+                not_run[label] = f"replay: {why}"
                 continue
             state = states.get((account.id, flow.name)) or {}
             due_at = None
@@ -500,6 +548,20 @@ class Outcome:
     error: str = ""
     retryable: bool = False
     counts: dict[str, int] = field(default_factory=dict)
+    #: a replay's (or dry run's) small summary: rows, would_send/sent, unchanged (see tillflow.replay)
+    preview: dict[str, Any] | None = None
+
+
+#: run id → (replay, dry_run), set by the run task from the run's Params (see :func:`set_run_mode`)
+_RUN_MODES: dict[str, tuple[bool, bool]] = {}
+
+
+def set_run_mode(run_id: str, params: RunParams) -> None:
+    """Make :func:`run_item` replay from raw landing (no POS call) — or only preview — in this run."""
+    if params.replay or params.dry_run:
+        _RUN_MODES[run_id] = (True, params.dry_run)
+    else:
+        _RUN_MODES.pop(run_id, None)
 
 
 def run_item(
@@ -514,9 +576,24 @@ def run_item(
 ) -> Outcome:
     """One account's flow from the POS to the target, in this thread: fetch → map → upsert → deliver.
 
-    Never raises: the outcome (and the activity row, and the flow's state) says what happened.
+    Never raises: the outcome (and the activity row, and the flow's state) says what happened. In a run
+    with the ``replay`` Param the fetch is skipped: the landed pages are mapped again (:mod:`tillflow.replay`).
     """
-    store.activity_start(dag_id, run_id, item.account_id, item.flow, item.window)
+    replay, dry_run = _RUN_MODES.get(run_id, (False, False))
+    if replay:
+        from tillflow.replay import run_replay_item
+
+        return run_replay_item(store, spec, item, conns, dag_id=dag_id, run_id=run_id, dry_run=dry_run, secrets=secrets)
+    route = spec.flow(item.flow)
+    store.activity_start(
+        dag_id,
+        run_id,
+        item.account_id,
+        item.flow,
+        item.window,
+        source=spec.source_of(route),
+        target=spec.target_of(route),
+    )
     problems: dict[str, str] = {}
     try:
         account = store.account_by_id(item.account_id)
@@ -633,13 +710,19 @@ def run_shard(
                 opened.append(store)
         return store
 
+    from tillflow.progress import Progress
+
+    # a line every 10 s while the shard runs: account flows done / total, rows or events done / total, rates
+    progress = Progress(f"shard {shard}", total=len(items), unit="account flow", logger=log)
+
     def work(item: WorkItem) -> Outcome:
-        return run_item(thread_store(), spec, item, conns, dag_id=dag_id, run_id=run_id, secrets=secrets)
+        with progress.item(f"{item.account_key} {item.flow}"):
+            return run_item(thread_store(), spec, item, conns, dag_id=dag_id, run_id=run_id, secrets=secrets)
 
     n_threads = max(1, min(threads or spec.execution.threads, len(items)))
     log.info("shard %d: %d account flow(s) on %d thread(s)", shard, len(items), n_threads)
     try:
-        with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix=f"shard{shard}") as pool:
+        with progress, ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix=f"shard{shard}") as pool:
             outcomes = list(pool.map(work, items))
     finally:
         for store in opened:

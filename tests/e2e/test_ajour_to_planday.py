@@ -237,9 +237,11 @@ def test_wrong_credentials_fail_once_email_owners_and_others_land(store, sandbox
     assert act["cafe_nord"]["status"] == "success"
     subjects = [m["subject"] for m in mail.messages]
     assert len(mail.messages) == 1, subjects  # one e-mail per run, not one per task instance
-    body = mail.messages[0].get_body().get_content()
-    for needle in (f"{DAG_ID}.report failed", "1 account(s) failed", "wrong_pw", "2026-11-17..2026-11-18", "AuthError"):
-        assert needle in mail.messages[0]["subject"] + body
+    assert mail.messages[0]["subject"] == f"[tillflow] {DAG_ID} failed: 1 account(s): wrong_pw"
+    body = mail.messages[0].get_body(preferencelist=("plain",)).get_content()
+    for needle in ("1 account(s) failed", "Wrong Pw (wrong_pw)", "window 2026-11-17..2026-11-18", "AuthError"):
+        assert needle in body
+    assert f"/dags/{DAG_ID}/runs/{dr.run_id}/tasks/run/mapped/0" in body  # the log of the shard that ran it
     assert all("hunter2" not in m.as_string() for m in mail.messages)
 
 
@@ -269,7 +271,7 @@ def test_keep_manual_in_target_and_overwrite_param(store, sandbox, build):
     dr = run(build(), conf)
     assert dr.state == "success"
     assert planday(sandbox, "nord")[("1002", "2026-11-18")][0] == Decimal("42.00")
-    dr = run(build(), {**conf, "overwrite": True})
+    dr = run(build(), {**conf, "overwrite": "overwrite"})
     assert dr.state == "success"
     want = expected(sandbox, "1001", "2026-11-18", "2026-11-18")
     assert planday(sandbox, "nord")[("1002", "2026-11-18")][0] == want[("1002", "2026-11-18")]
@@ -304,8 +306,9 @@ def test_airflow_dags_test_cli_alerts_by_mail_without_secrets(store, sandbox, ma
     assert len(planday(sandbox, "nord")) == 2 * 3 - 0  # Tue/Wed: every unit open
     assert planday(sandbox, "wrong") == {}
     subjects = [m["subject"] for m in mail.messages]
-    assert any("report failed" in s and "wrong_pw" in s and "2026-11-10..2026-11-11" in s for s in subjects)
-    assert len(subjects) == 1, subjects
+    assert subjects == [f"[tillflow] {DAG_ID} failed: 1 account(s): wrong_pw"]
+    body = mail.messages[0].get_body(preferencelist=("plain",)).get_content()
+    assert "Wrong Pw (wrong_pw), flow revenue, window 2026-11-10..2026-11-11" in body
     assert all("hunter2" not in m.as_string() for m in mail.messages)
     runs = {r["run_id"] for r in store.activity()}
     assert len(runs) == 1
@@ -329,24 +332,26 @@ def test_replay_after_a_mapping_change_needs_no_pos_call(store, sandbox, build, 
     assert run(build(), conf).state == "success"
     ajour_calls = len(requests.get(f"{sandbox.ajour_url}/_sandbox/requests", timeout=5).json())
 
-    # the customer decides the terrace belongs to the bar unit: re-map the landed payloads, no POS call
+    # the customer decides the terrace belongs to the bar unit: re-map the landed payloads, no POS call,
+    # and deliver only what changed (tests/integration/test_replay.py and tests/e2e/test_replay_e2e.py: the preview)
     store.set_mapping(a.id, "location", "L3", "1002")
     assert main(["replay", "cafe_nord", "--from", "2026-11-17", "--to", "2026-11-18"]) == 0
-    assert "upserted 4" in capsys.readouterr().out  # 1001 and 1002 change on both days
+    out = capsys.readouterr().out
+    assert "upserted=4" in out and "delivered=4" in out  # 1001 and 1002 change on both days
     assert len(requests.get(f"{sandbox.ajour_url}/_sandbox/requests", timeout=5).json()) == ajour_calls
     remapped = {**MAPPING, "L3": "1002"}
     want = expected(sandbox, "1001", "2026-11-17", "2026-11-18", mapping=remapped)
     got = {(r["target_key"], r["business_date"].isoformat()): r["amount"] for r in store.revenue(a.id)}
     assert got == want
+    assert {k: v[0] for k, v in planday(sandbox, "nord").items()} == want
+    assert planday(sandbox, "nord")[("1002", "2026-11-17")][1] == 2  # written once per mapping
 
-    # the next run delivers only what changed
+    # the next run finds nothing left to do
     dr = run(build(), conf)
     assert dr.state == "success"
     (act,) = store.activity(run_id=dr.run_id)
     assert act["upserted"] == 0 and act["unchanged"] == 6  # the replay already put the figures in place
-    assert act["delivered"] == 4  # ...and only the four changed values go to Planday
-    assert {k: v[0] for k, v in planday(sandbox, "nord").items()} == want
-    assert planday(sandbox, "nord")[("1002", "2026-11-17")][1] == 2  # written once per mapping
+    assert act["delivered"] == 0  # ...and sent them
 
 
 def test_a_manual_run_naming_accounts_runs_one_labelled_instance_each(store, sandbox, build, mail):
@@ -386,4 +391,5 @@ def test_a_target_refusing_one_row_of_fifty_delivers_49_and_is_not_retried(store
         r for r in requests.get(f"{sandbox.planday_url}/_sandbox/requests", timeout=5).json() if r["method"] == "POST"
     ]
     assert sum(r["status"] == 400 for r in posts) == 1  # asked once, not three times
-    assert len(mail.messages) == 1 and "refused 1 of 50" in mail.messages[0].get_body().get_content()
+    assert len(mail.messages) == 1
+    assert "refused 1 of 50" in mail.messages[0].get_body(preferencelist=("plain",)).get_content()

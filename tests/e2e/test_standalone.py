@@ -124,7 +124,7 @@ def test_backfill_under_the_real_scheduler(store, sandbox, mail, standalone):
 
     def finished():
         rows = {r["account_key"]: r for r in store.activity(run_id=RUN_ID)}
-        report_mail = [m for m in mail.messages if ".report failed" in m["subject"]]
+        report_mail = [m for m in mail.messages if f"{DAG_ID} failed: " in m["subject"]]
         return rows if len(rows) == 2 and all(r["finished_at"] for r in rows.values()) and report_mail else None
 
     rows = _wait(finished, 300, "the backfill run to finish and its report to be mailed", log)
@@ -139,8 +139,10 @@ def test_backfill_under_the_real_scheduler(store, sandbox, mail, standalone):
     assert planday(sandbox, "late") == {}
 
     subjects = [m["subject"] for m in mail.messages]
-    assert any("report failed" in s and "wrong_pw" in s and "2026-11-14..2026-11-16" in s for s in subjects)
-    assert len(subjects) == 1, subjects  # one e-mail per run
+    assert subjects == [f"[tillflow] {DAG_ID} failed: 1 account(s): wrong_pw"], subjects  # one e-mail per run
+    body = mail.messages[0].get_body(preferencelist=("plain",)).get_content()
+    assert "Wrong Pw (wrong_pw), flow revenue, window 2026-11-14..2026-11-16" in body
+    assert f"/dags/{DAG_ID}/runs/{RUN_ID}/tasks/run/mapped/" in body
     assert all("hunter2" not in m.as_string() for m in mail.messages)
     task_logs = [p.read_text(errors="replace") for p in (home / "logs").rglob("*") if p.is_file()]
     assert any("credentials refused" in text for text in task_logs), "the run task's log tells why"

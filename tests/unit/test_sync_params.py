@@ -59,7 +59,9 @@ def test_overwrite_accepts_true_false_and_null(value):
 def test_overwrite_refuses_anything_else(value):
     with pytest.raises(ConfigError) as exc:
         RunParams.from_params({"overwrite": value})
-    assert str(exc.value) == f"overwrite: expected true, false or null, got {value!r}"
+    assert str(exc.value) == (
+        f"overwrite: expected account_default, overwrite, keep_existing (or true, false, null), got {value!r}"
+    )
 
 
 def test_overwrite_alone_does_not_target_accounts_or_dates():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from tillflow import progress
 from tillflow.errors import DeliveryRefused, RemoteError
 from tillflow.records import TargetRow
 from tillflow.sources.base import Window
@@ -61,6 +62,7 @@ def deliver_keyed(
                 if d["status"] == "delivered"
             }
         for row in pending:
+            progress.rows(delivered + skipped + len(refused), len(pending))  # the shard's 10 s progress line
             reason = _kept_by_target(item.mode, row, existing, last)
             if reason:
                 store.record_delivery(item.account_id, row, "skipped", detail=reason, run_id=run_id)

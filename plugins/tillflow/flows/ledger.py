@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, EmailStr
 
+from tillflow import progress as shard_progress
 from tillflow.delivery.outbox import post_outbox
 from tillflow.flows.base import FlowKind
 from tillflow.records import LedgerEntry, Reject, SaleOrder
@@ -156,6 +157,7 @@ class Ledger(FlowKind):
 
         def progress(done: int, total: int) -> None:
             nonlocal last
+            shard_progress.rows(done, total, "event")  # the shard's 10 s progress line
             now = time.monotonic()
             if total and (now - last >= PROGRESS_EVERY_SECONDS or done == total) and done:
                 rate = done / max(now - started, 1e-6)

@@ -80,6 +80,12 @@ class PlanOperator(BaseOperator):
                 )
         except (ConfigError, ValueError) as exc:
             raise AirflowFailException(one_line(exc)) from None
+        if kind == "manual" and params.replay:
+            self.log.info(
+                "%s: the landed pages are mapped again, the POS is not called%s",
+                "dry run (replay preview)" if params.dry_run else "replay",
+                "; nothing is written or sent" if params.dry_run else "",
+            )
         for key, why in sorted(planned.not_run.items()):
             self.log.info("not running %s: %s", key, why)
         for item in planned.items:
@@ -134,6 +140,11 @@ class RunAccountsOperator(BaseOperator):
                 raise found
             return found
 
+        if _run_kind(context) == "manual":  # the run's Params: replay from raw landing, or only preview it
+            try:
+                sync.set_run_mode(context["run_id"], sync.RunParams.from_params(dict(context.get("params") or {})))
+            except ConfigError as exc:
+                raise AirflowFailException(one_line(exc)) from None
         result = sync.run_shard(
             self.spec,
             dag_id=self.dag_id,
@@ -149,6 +160,10 @@ class RunAccountsOperator(BaseOperator):
             "failed": len(result.failed),
             "seconds": round(result.seconds, 1),
         }
+        previews = [o.preview for o in result.outcomes if o.preview]
+        if previews:  # a replay or dry run: what it found per account and flow (small: no rows)
+            summary["replay"] = previews[:100]
+        self._outlet_events(context, result)
         names = "; ".join(f"{o.item.account_key} {o.item.flow}: {o.error}" for o in result.failed)
         if result.retryable:
             raise AirflowException(f"{len(result.failed)} account flow(s) failed, a retry runs them: {names}"[:1000])
@@ -156,30 +171,96 @@ class RunAccountsOperator(BaseOperator):
             raise AirflowFailException(f"{len(result.failed)} account flow(s) failed for good: {names}"[:1000])
         return summary
 
+    def _outlet_events(self, context: Any, result: Any) -> None:
+        """Attach what each flow landed or delivered to its asset's event (:mod:`tillflow.assets`); a flow that
+        moved nothing in this task instance is dropped from its outlets, so Airflow emits no event for it."""
+        if not self.outlets:
+            return
+        from tillflow.assets import outlet_extras
+
+        extras = outlet_extras(self.spec, result.outcomes, run_id=context["run_id"])
+        keep = []
+        for asset in self.outlets:
+            extra = extras.get(getattr(asset, "uri", None))
+            if extra:
+                context["outlet_events"][asset].extra.update(extra)
+                keep.append(asset)
+        self.outlets = keep
+
 
 class ReportOperator(BaseOperator):
-    """Summarise the run per account from the activity log; fail the run (one e-mail) if any account failed."""
+    """Summarise the run per account from the activity log and send the run's one e-mail.
+
+    Failed account flows fail the run (:class:`tillflow.notify.RunFailed`, marked as mailed, so the task's
+    failure callback does not mail again). Account flows that wait for a person — ``needs_mapping``
+    (never fails the run) and refused credentials (``auth_failed``) — are mailed to the owners once a day
+    per account until fixed; the rest of that day an ``auth_failed`` account is only logged.
+    """
 
     ui_color = "#eae6f4"
 
-    def __init__(self, *, spec: IntegrationSpec, **kwargs: Any) -> None:
+    def __init__(self, *, spec: IntegrationSpec, smtp_conn_id: str = "smtp_default", **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
         self.spec = spec
+        self.smtp_conn_id = smtp_conn_id
+        self.known_secrets: list[str] = []
+
+    def _secrets(self, store: Any, rows: list[dict[str, Any]]) -> list[str]:
+        """The secrets of the connections of ``rows``' accounts and of the SMTP server (to mask the mail)."""
+        found: list[str] = []
+        conn_ids = {self.smtp_conn_id}
+        for r in rows:
+            try:
+                account = store.account_by_id(r["account_id"])
+                conn_ids.update(sync.conn_ids(self.spec, self.spec.flow(r["flow"]), account))
+            except Exception:  # an account or flow gone since: nothing to mask for it
+                continue
+        for conn_id in sorted(conn_ids):
+            try:
+                found.extend(connection_info(conn_id).secrets())
+            except Exception:
+                continue
+        return found
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from datetime import UTC, datetime
+
+        from tillflow import notify
         from tillflow.store import Store
 
         not_run = context["ti"].xcom_pull(task_ids="plan", key="not_run")
-        if not_run is None:
-            raise AirflowFailException("plan did not finish: nothing ran (see the plan task's log)")
+        if not_run is None:  # the plan failed and its own failure callback mailed the owners
+            raise notify.RunFailed("plan did not finish: nothing ran (see the plan task's log)", alerted=True)
+        run_id = context["run_id"]
+        owners = list(self.spec.owners)
+        now = datetime.now(UTC)
         with Store.open() as store:
-            text, failed = sync.report(store, context["run_id"], not_run)
-        self.log.info("run summary\n%s", text)
-        if failed:
-            names = ", ".join(
-                f"{r['name']} ({r['account_key']}) {r['flow']} {r['window_start']}..{r['window_end']}: {r['error']}"
-                for r in failed
+            text, failed = sync.report(store, run_id, not_run)
+            rows = store.activity(run_id=run_id)
+            secrets = self._secrets(store, [r for r in rows if r["status"] in ("failed", "needs_mapping")])
+            self.known_secrets[:] = secrets
+            chosen = notify.select_run_alert(
+                store, owners=owners, dag_id=self.dag_id, run_id=run_id, rows=rows, now=now, secrets=secrets
             )
-            raise AirflowFailException(f"{len(failed)} account(s) failed: {names}"[:1000])
-        return {"failed": 0, "not_run": len(not_run)}
+            sent = notify.send(chosen.alert, self.smtp_conn_id) if chosen.alert is not None else False
+            notify.record_run_alert(store, owners=owners, rows=rows, chosen=chosen, sent=sent, now=now)
+        self.log.info("run summary\n%s", text)
+        for r in chosen.quiet:
+            self.log.warning(
+                "%s (%s) %s: credentials refused; the owners were told today (again tomorrow until fixed), "
+                "so it does not fail this run again: %s",
+                r["name"],
+                r["account_key"],
+                r["flow"],
+                one_line(r["error"] or "", secrets),
+            )
+        if chosen.failing:
+            names = ", ".join(
+                f"{r['name']} ({r['account_key']}) {r['flow']} {r['window_start']}..{r['window_end']}: "
+                f"{one_line(r['error'] or '', secrets, limit=200)}"
+                for r in chosen.failing
+            )
+            n = len({r["account_id"] for r in chosen.failing})
+            raise notify.RunFailed(f"{n} account(s) failed: {names}"[:1000], alert=chosen.alert, alerted=sent)
+        return {"failed": 0, "not_run": len(not_run), "alerted": bool(sent), "quiet": len(chosen.quiet)}

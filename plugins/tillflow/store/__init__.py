@@ -660,17 +660,40 @@ class Store(RunStateMixin):
 
     # ---------------------------------------------------------------- activity log
 
-    def activity_start(self, dag_id: str, run_id: str, account_id: int, flow: str, window: Window | None) -> None:
+    def activity_start(
+        self,
+        dag_id: str,
+        run_id: str,
+        account_id: int,
+        flow: str,
+        window: Window | None,
+        *,
+        source: str = "",
+        target: str = "",
+    ) -> None:
+        """Open the activity row of one account's flow in a run; ``source``/``target`` name the systems the data
+        came from and went to (``ccv_salespos`` → ``eaccounting``), so the log shows each flow's direction."""
         with self.conn.transaction():
             self.conn.execute(
                 """
-                INSERT INTO tillflow.activity (dag_id, run_id, account_id, flow, window_start, window_end)
-                VALUES (%s, %s, %s, %s, %s, %s)
+                INSERT INTO tillflow.activity
+                       (dag_id, run_id, account_id, flow, window_start, window_end, source, target)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (run_id, account_id, flow) DO UPDATE
                    SET status = 'running', error = '', started_at = now(), window_start = EXCLUDED.window_start,
-                       window_end = EXCLUDED.window_end, finished_at = NULL
+                       window_end = EXCLUDED.window_end, finished_at = NULL, source = EXCLUDED.source,
+                       target = EXCLUDED.target
                 """,
-                (dag_id, run_id, account_id, flow, window.start if window else None, window.end if window else None),
+                (
+                    dag_id,
+                    run_id,
+                    account_id,
+                    flow,
+                    window.start if window else None,
+                    window.end if window else None,
+                    source,
+                    target,
+                ),
             )
 
     _COUNTERS = ("fetched", "upserted", "unchanged", "kept", "rejected", "delivered", "skipped", "failed")
@@ -752,6 +775,79 @@ class Store(RunStateMixin):
             "landing": q("SELECT id, sha256 FROM tillflow.raw_landing WHERE account_id = %s ORDER BY id"),
             "rejects": q("SELECT id, ref, reason FROM tillflow.rejects WHERE account_id = %s ORDER BY id"),
         }
+
+    # ---------------------------------------------------------------- health view (plugins/tillflow/health.py)
+
+    def last_activity_by_flow(self, account_ids: Iterable[int] | None = None) -> dict[tuple[int, str], dict[str, Any]]:
+        """The latest activity row per account and flow (health view: last run, window, counts)."""
+        ids = None if account_ids is None else list(account_ids)
+        rows = self.conn.execute(
+            """
+            SELECT DISTINCT ON (account_id, flow) * FROM tillflow.activity
+             WHERE %(ids)s::bigint[] IS NULL OR account_id = ANY(%(ids)s)
+             ORDER BY account_id, flow, started_at DESC, id DESC
+            """,
+            {"ids": ids},
+        ).fetchall()
+        self.conn.commit()
+        return {(r["account_id"], r["flow"]): r for r in rows}
+
+    def open_reject_counts(self) -> dict[tuple[int, str], int]:
+        """Rejects not yet acknowledged, per account and flow."""
+        rows = self.conn.execute(
+            "SELECT account_id, flow, count(*) AS n FROM tillflow.rejects WHERE acknowledged_at IS NULL"
+            " GROUP BY account_id, flow"
+        ).fetchall()
+        self.conn.commit()
+        return {(r["account_id"], r["flow"]): r["n"] for r in rows}
+
+    def list_rejects(
+        self, account_id: int, *, flow: str | None = None, include_acknowledged: bool = False, limit: int = 500
+    ) -> list[dict[str, Any]]:
+        """An account's rejects, newest first (open ones only unless ``include_acknowledged``)."""
+        rows = self.conn.execute(
+            """
+            SELECT id, flow, ref, reason, payload, run_id, created_at, acknowledged_at, acknowledged_by
+              FROM tillflow.rejects
+             WHERE account_id = %(a)s AND (%(f)s::text IS NULL OR flow = %(f)s)
+               AND (%(all)s OR acknowledged_at IS NULL)
+             ORDER BY id DESC LIMIT %(n)s
+            """,
+            {"a": account_id, "f": flow, "all": include_acknowledged, "n": limit},
+        ).fetchall()
+        self.conn.commit()
+        return rows
+
+    def acknowledge_rejects(
+        self, account_id: int, *, by: str, flow: str | None = None, ids: Iterable[int] | None = None
+    ) -> int:
+        """Acknowledge an account's open rejects (all, one flow's, or the ``ids`` given); returns how many."""
+        id_list = None if ids is None else [int(i) for i in ids]
+        with self.conn.transaction():
+            cur = self.conn.execute(
+                """
+                UPDATE tillflow.rejects SET acknowledged_at = now(), acknowledged_by = %(by)s
+                 WHERE account_id = %(a)s AND acknowledged_at IS NULL AND (%(f)s::text IS NULL OR flow = %(f)s)
+                   AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s))
+                """,
+                {"a": account_id, "by": by[:200], "f": flow, "ids": id_list},
+            )
+        return cur.rowcount
+
+    def unmapped_keys(self) -> dict[tuple[int, str], list[dict[str, Any]]]:
+        """What a source lists (``source_items``) with no mapping yet, per account and mapping kind."""
+        rows = self.conn.execute(
+            """
+            SELECT s.account_id, s.kind, s.key, s.name FROM tillflow.source_items s
+              LEFT JOIN tillflow.mappings m ON (m.account_id, m.kind, m.source_key) = (s.account_id, s.kind, s.key)
+             WHERE m.account_id IS NULL ORDER BY s.account_id, s.kind, s.key
+            """
+        ).fetchall()
+        self.conn.commit()
+        out: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        for r in rows:
+            out.setdefault((r["account_id"], r["kind"]), []).append({"key": r["key"], "name": r["name"]})
+        return out
 
 
 _migrated: set[str] = set()

@@ -172,6 +172,12 @@ class EitjeClient(TargetClient):
                 found[key] = amount
         return found
 
+    def read_revenue(self, target_keys: list[str], window: Window) -> dict[tuple[str, date, int | None], Decimal]:
+        """Read-back (reconciliation): every value Eitje holds per (group key, business date, hour of the
+        business day or None for a whole-day value) in ``window``, from ``GET /open_api/revenue_groups/revenues``.
+        Hours map to business days with the account's timezone and cutoff (:meth:`set_business_day` first)."""
+        return self.existing("revenue_hourly", target_keys, window)
+
     def deliver(self, flow: str, row: TargetRow) -> DeliveryResult:
         """Upsert one group's revenue for one hour (or day).
 

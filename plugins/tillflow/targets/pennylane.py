@@ -609,6 +609,53 @@ class PennylaneClient(TargetClient):
             log.warning("%s: %d entries carry piece number %s: %s", self.name, len(found), posting_key, found)
         return min(found, key=int) if found else None
 
+    # -- read-back (reconciliation)
+
+    def ledger_entries(
+        self, journal_codes: list[str], window: Window, *, piece_prefix: str = ""
+    ) -> list[dict[str, Any]]:
+        """The entries of these journals dated in ``window`` whose piece number starts with ``piece_prefix``, each
+        ``{"id", "date", "journal_id", "piece_number", "debit", "credit"}`` with its lines' totals (Decimal).
+
+        Two cursor-paged lists, filtered on journal and date (the filters Pennylane documents): ``GET
+        /ledger_entries`` (piece numbers; entries are listed without their lines) and ``GET /ledger_entry_lines``
+        (amounts, each line naming its entry) — not one call per entry. A journal that does not exist holds nothing.
+        """
+        ids = [j for j in (self._find_journal(code) for code in dict.fromkeys(journal_codes)) if j is not None]
+        if not ids:
+            return []
+        filters = [
+            {"field": "journal_id", "operator": "in", "value": ids},
+            {"field": "date", "operator": "gteq", "value": window.start.isoformat()},
+            {"field": "date", "operator": "lteq", "value": window.end.isoformat()},
+        ]
+        entries: dict[str, dict[str, Any]] = {}
+        for e in self._list("/ledger_entries", filters):
+            piece = e.get("piece_number") if isinstance(e, dict) else None
+            if e.get("id") is None or not isinstance(piece, str) or not piece.startswith(piece_prefix):
+                continue
+            entries[str(e["id"])] = {
+                "id": str(e["id"]),
+                "date": date.fromisoformat(str(e["date"])),
+                "journal_id": e.get("journal_id"),
+                "piece_number": piece,
+                "debit": Decimal("0.00"),
+                "credit": Decimal("0.00"),
+            }
+        if not entries:
+            return []
+        for line in self._list("/ledger_entry_lines", filters):
+            ref = line.get("ledger_entry") if isinstance(line, dict) else None
+            entry = entries.get(str(ref.get("id"))) if isinstance(ref, dict) else None
+            if entry is None:
+                continue
+            try:
+                entry["debit"] += Decimal(str(line.get("debit") or "0"))
+                entry["credit"] += Decimal(str(line.get("credit") or "0"))
+            except InvalidOperation:
+                raise RemoteError(f"{self.name}: unreadable amounts on ledger entry line {line.get('id')}") from None
+        return sorted(entries.values(), key=lambda e: (e["date"], int(e["id"]) if e["id"].isdigit() else 0))
+
     # -- the keyed-delivery interface does not apply
 
     def existing(

@@ -325,6 +325,11 @@ class PlandayClient(TargetClient):
                     found[(key, day, None)] = amount
         return found
 
+    def read_revenue(self, target_keys: list[str], window: Window) -> dict[tuple[str, date, int | None], Decimal]:
+        """Read-back (reconciliation): the turnover Planday holds per (unit key, day, None) in ``window``, from
+        ``GET /revenue/v1.0/revenue`` per unit, every page."""
+        return self.existing("revenue", target_keys, window)
+
     def deliver(self, flow: str, row: TargetRow) -> DeliveryResult:
         """Upsert the day's turnover of one revenue unit (a second POST for the day replaces the value).
 

@@ -228,6 +228,11 @@ class ShiftbaseClient(TargetClient):
                 found[key] = amount
         return found
 
+    def read_revenue(self, target_keys: list[str], window: Window) -> dict[tuple[str, date, int | None], Decimal]:
+        """Read-back (reconciliation): ``{(team_id, date, None): turnover}`` of the teams' days in ``window``
+        (``GET /team_days?min_date&max_date&team_id[]``); a team day without a turnover holds nothing."""
+        return self.existing("revenue", target_keys, window)
+
     def deliver(self, flow: str, row: TargetRow) -> DeliveryResult:
         """Write one team's turnover for one day: PUT the team day when it exists (only when the value
         differs), else POST a new one. ``target_id`` is the team day's id.
