@@ -222,6 +222,7 @@ class PennylaneApp(VendorApp):
         self.next_id = 1000
         self.spent_seeds: set[str] = set()
         self.strict_seeds = False  # POST /_sandbox/seeds {"strict": true}: a seed token works once, like any other
+        self.refreshes: dict[str, int] = {}  # company → refresh grants answered (tests: "the vendor has answered")
 
     # -- state
 
@@ -321,6 +322,7 @@ class PennylaneApp(VendorApp):
         return {
             "companies": {name: self._company_out(comp) for name, comp in sorted(self.companies.items())},
             "lose": dict(self.lose),
+            "refreshes": dict(self.refreshes),
         }
 
     def trial_balance(self, company: str) -> dict:
@@ -444,6 +446,7 @@ class PennylaneApp(VendorApp):
             self.tokens[access] = (company, now + TOKEN_TTL)
             rotated = f"prtr-{secrets.token_hex(16)}"
             self.refresh_tokens[rotated] = company
+            self.refreshes[company] = self.refreshes.get(company, 0) + 1
         body = {
             "access_token": access,
             "token_type": "Bearer",

@@ -137,3 +137,86 @@ def test_killing_the_task_between_the_refresh_and_the_save_never_locks_the_accou
     client = EaccountingClient.from_connection(conn, token_store=tokens)  # the next task process
     assert client.vat_codes()  # not locked out
     assert refreshes() == 2  # the killed worker's and this one (the refused seed is no grant)
+
+
+_PENNYLANE_WORKER = r"""
+import json, sys
+from tillflow.sources.base import ConnectionInfo
+from tillflow.targets.pennylane import PennylaneClient
+from tillflow.tokens import DbTokenStore
+
+job = json.loads(sys.argv[1])
+conn = ConnectionInfo(conn_id="pl_crash", host=job["host"], login="app", password=job["seed"],
+                      extra={"client_secret": "cs"})
+client = PennylaneClient.from_connection(conn)
+client._token_store = DbTokenStore(job["pg_url"])
+print("refreshing", flush=True)
+client.access_token()
+print("done", flush=True)
+"""
+
+
+def test_pennylane_killed_between_the_refresh_and_the_save_is_not_locked_out(
+    store, pg_url, sandbox, token_key, monkeypatch
+):
+    """The same crash for Pennylane (the ledger's target): its refresh tokens work once too, so its refresh and
+    save run in the same detached unit. The stand-in is strict (the seed token works once)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import tillflow.targets.pennylane as pl
+    from tillflow.errors import AuthError
+    from tillflow.sources.base import ConnectionInfo
+    from tillflow.tokens import PAUSE_ENV, DbTokenStore, MemoryTokenStore
+
+    company = "plcrash"
+    seed = f"prt-{company}"
+    host = f"{sandbox.pennylane_url}/api/external/v2"
+    root = Path(__file__).resolve().parents[2]
+    requests.post(f"{sandbox.pennylane_url}/_sandbox/seeds", json={"strict": True}, timeout=5).raise_for_status()
+
+    def refreshes() -> int:
+        state = requests.get(f"{sandbox.pennylane_url}/_sandbox/state", timeout=5).json()
+        return state.get("refreshes", {}).get(company, 0)
+
+    env = {**os.environ, "PYTHONPATH": f"{root / 'plugins'}{os.pathsep}{root / 'include'}", PAUSE_ENV: "3"}
+    job = {"host": host, "seed": seed, "pg_url": pg_url}
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _PENNYLANE_WORKER, json.dumps(job)],
+        stdout=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    assert worker.stdout.readline().strip() == b"refreshing"
+    deadline = time.monotonic() + 20
+    while refreshes() == 0:  # Pennylane has answered: the seed is spent from here on
+        assert time.monotonic() < deadline, "the worker never refreshed"
+        time.sleep(0.02)
+    os.killpg(worker.pid, signal.SIGKILL)  # the task dies between the answer and the save
+    assert worker.wait(timeout=10) == -signal.SIGKILL
+    assert worker.stdout.read() == b""
+
+    conn = ConnectionInfo(conn_id="pl_crash", host=host, login="app", password=seed, extra={"client_secret": "cs"})
+
+    def new_process(tokens):
+        pl._tokens.clear()  # a new task process shares no token in memory
+        client = pl.PennylaneClient.from_connection(conn)
+        client._token_store = tokens
+        return client
+
+    with pytest.raises(AuthError, match="refused the refresh token"):  # the seed is spent
+        new_process(MemoryTokenStore()).access_token()
+    tokens = DbTokenStore(pg_url)
+    key = new_process(tokens)._conn_id
+    deadline = time.monotonic() + 20
+    while tokens.load(key) is None:  # the refresh unit saves it after its pause, though the task is gone
+        assert time.monotonic() < deadline, "the rotated token was lost: the account is locked out"
+        time.sleep(0.1)
+    monkeypatch.delenv(PAUSE_ENV, raising=False)
+    assert new_process(tokens).test_connection()  # the next task process is not locked out
+    assert refreshes() == 2

@@ -258,8 +258,7 @@ class PennylaneClient(TargetClient):
         form = {"grant_type": "refresh_token", "refresh_token": state.refresh_token, "client_id": self.client_id}
         if self._client_secret:
             form["client_secret"] = self._client_secret
-        # not idempotent: a refresh whose answer is lost may have spent the refresh token
-        response = self.http.request("POST", self.token_url, data=form, ok_extra=(400, 401), idempotent=False)
+        response, swapped = self._token_call(form, stored)
         body = _json(response, strict=False)
         if response.status_code in (400, 401):
             error = body.get("error") if isinstance(body, dict) else None
@@ -287,7 +286,7 @@ class PennylaneClient(TargetClient):
         rotated = body.get("refresh_token")
         if isinstance(rotated, str) and rotated and rotated != state.refresh_token:
             self.http.add_secret(rotated)
-            if self._token_store and self._conn_id:  # stored before the access token is used
+            if swapped is None and self._token_store and self._conn_id:  # stored before the access token is used
                 self._token_store.swap(self._conn_id, stored, rotated)
             state.refresh_token = rotated
             if self._on_refresh_token is not None:
@@ -298,6 +297,41 @@ class PennylaneClient(TargetClient):
             lifetime = 86400.0
         state.access_token, state.expires = token, self._clock() + lifetime
         return token
+
+    def _token_call(self, form: dict[str, str], stored: str | None) -> tuple[Any, bool | None]:
+        """One refresh-token grant: (the answer, whether the rotated token was stored — ``None``: not yet).
+
+        With the database token store the call and the save of the rotated token run as one unit in a detached
+        process (:func:`tillflow.tokens.refresh_and_store`, as for eAccounting): a kill of this task between
+        Pennylane's answer and the save loses nothing, so the account is never locked out."""
+        from tillflow.tokens import DbTokenStore, refresh_and_store
+
+        if isinstance(self._token_store, DbTokenStore) and self._conn_id:
+            try:
+                answer, swapped = refresh_and_store(
+                    self._token_store,
+                    self._conn_id,
+                    stored,
+                    url=self.token_url,
+                    form=form,
+                    headers={"Accept": "application/json"},
+                )
+            except ConnectionError as exc:
+                raise TransientError(f"{self.name}: {self.http.mask(str(exc))}") from None
+            body = _json(answer, strict=False)
+            for key in ("access_token", "refresh_token"):
+                if isinstance(body, dict) and isinstance(body.get(key), str) and body[key]:
+                    self.http.add_secret(body[key])
+            if answer.status_code == 429 or answer.status_code >= 500:
+                raise TransientError(f"{self.name}: the token endpoint answered HTTP {answer.status_code}")
+            if answer.status_code not in (200, 400, 401):
+                raise RemoteError(
+                    f"{self.name}: the token endpoint answered HTTP {answer.status_code}", status=answer.status_code
+                )
+            return answer, swapped
+        # not idempotent: a refresh whose answer is lost may have spent the refresh token
+        response = self.http.request("POST", self.token_url, data=form, ok_extra=(400, 401), idempotent=False)
+        return response, None
 
     def _api(
         self,
