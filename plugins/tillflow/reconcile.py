@@ -144,8 +144,7 @@ def check_revenue(
     keys = {k[0] for k in pos} | {
         rule.target_key for rule in store.mappings(account.id, mapping_kind).values() if rule.target_key
     }
-    if hasattr(client, "set_business_day"):
-        client.set_business_day(account.settings.timezone, account.settings.business_day_cutoff)
+    client.set_business_day(account.settings.timezone, account.settings.business_day_cutoff)
     held = {k: _money(v) for k, v in (client.read_revenue(sorted(keys), window) if keys else {}).items()}
     held = {k: v for k, v in held.items() if k[0] in keys}
     states = {(d["target_key"], d["business_date"], d["hour"]): d for d in store.delivery_state(account.id)}

@@ -251,9 +251,8 @@ def _preview_revenue(store: Store, kind: Any, item: Any, rows: list, client: Any
     if client is not None and pending_keys and hasattr(client, "existing"):
         days = [k[1] for k in pending_keys]
         try:
-            if hasattr(client, "set_business_day"):
-                s = store.account_by_id(item.account_id).settings
-                client.set_business_day(s.timezone, s.business_day_cutoff)
+            s = store.account_by_id(item.account_id).settings
+            client.set_business_day(s.timezone, s.business_day_cutoff)
             existing = client.existing(kind.name, sorted({k[0] for k in pending_keys}), Window(min(days), max(days)))
         except Exception as exc:  # a read-back is a courtesy: the preview stands without it
             log.warning("%s: could not read what %s holds: %s", item.label, getattr(client, "name", "target"), exc)

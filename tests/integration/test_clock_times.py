@@ -29,6 +29,9 @@ class FakeShiftbase:
         self.calls: list[tuple[str, str | None]] = []
         self.refuse = set(refuse)
 
+    def set_business_day(self, tz, cutoff):
+        self.tz = tz
+
     def planned_department(self, user_id, day):
         return "D-planned" if user_id == "u1" else None
 

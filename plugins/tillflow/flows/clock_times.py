@@ -175,9 +175,8 @@ class ClockTimes(FlowKind):
         delivered = 0
         refused: list[str] = []
         departments: dict[tuple[str, Any], str | None] = {}
-        if hasattr(client, "set_business_day"):  # clock times go out as local wall times
-            settings = store.account_by_id(item.account_id).settings
-            client.set_business_day(settings.timezone, settings.business_day_cutoff)
+        settings = store.account_by_id(item.account_id).settings  # clock times go out as local wall times
+        client.set_business_day(settings.timezone, settings.business_day_cutoff)
         try:
             for t in pending:
                 department = t["department"]

@@ -75,8 +75,7 @@ class HourlyRevenue(DailyRevenue):
     hourly: ClassVar[bool] = True
 
     def deliver(self, store, item, client, *, run_id, log=None) -> dict[str, int]:
-        if hasattr(client, "set_business_day"):  # hours of the business day → instants, in the account's zone
-            settings = store.account_by_id(item.account_id).settings
-            client.set_business_day(settings.timezone, settings.business_day_cutoff)
+        settings = store.account_by_id(item.account_id).settings  # hours of the business day → instants
+        client.set_business_day(settings.timezone, settings.business_day_cutoff)
         # hour rows, and whole-day rows entered by hand (Eitje keeps a value per group and day as well)
         return deliver_keyed(store, item, client, kind=self.name, hourly=None, run_id=run_id, label=item.label)

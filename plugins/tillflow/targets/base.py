@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from datetime import date
+from datetime import date, time
 from decimal import Decimal
 from typing import ClassVar
 
@@ -34,6 +34,11 @@ class TargetClient(ABC):
     @classmethod
     @abstractmethod
     def from_connection(cls, conn: ConnectionInfo) -> TargetClient: ...
+
+    def set_business_day(self, tz: str, cutoff: time) -> None:  # noqa: B027 - optional hook, no-op by default
+        """The account's timezone and business-day cutoff, for a target that turns hours of a business day into
+        instants or wall times (Eitje hours, Shiftbase clock times). Called before each account's delivery,
+        existing() and read-back; the rest ignore it."""
 
     @abstractmethod
     def test_connection(self) -> list[RefItem]:
