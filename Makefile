@@ -45,7 +45,7 @@ system-deps:
 ## Set up and pass the tests (real PostgreSQL, sandbox HTTP, SMTP catcher, Airflow runs, headless Chromium)
 test: venv system-deps
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not e2e"

@@ -256,9 +256,12 @@ class CcvApp(VendorApp):
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
 
     @classmethod
-    def shop_for(cls, shop: str, today: dt.date) -> dict:
-        """The deterministic shop of ``shop`` as it is on ``today``: categories, products, customers, orders."""
+    def shop_for(cls, shop: str, now: dt.datetime) -> dict:
+        """The deterministic shop of ``shop`` as it is at ``now``: categories, products, customers, orders (one a
+        day over the last 15 days; none in the future — today's is placed before ``now`` when its hour is still
+        to come, as a real shop's would be)."""
         seed = shop_seed(shop)
+        today = now.date()
         categories = [{"id": cid, "name": name} for cid, name in _CATEGORIES]
         products = []
         for i, (sku, name, price, tariff, cat, stock, managed) in enumerate(_CATALOG):
@@ -288,6 +291,7 @@ class CcvApp(VendorApp):
             person = _PEOPLE[(seed + n) % len(_PEOPLE)]
             day = today - dt.timedelta(days=14 - n)
             created = dt.datetime.combine(day, dt.time(9 + (seed + 3 * n) % 10, (7 * n) % 60), dt.UTC)
+            created = min(created, (now - dt.timedelta(minutes=30)).replace(second=0, microsecond=0))
             rows = []
             for k in range(1 + (seed + n) % 3):
                 prod = products[(seed // 7 + 3 * n + 4 * k) % len(products)]
@@ -326,7 +330,7 @@ class CcvApp(VendorApp):
 
     def _shop(self, shop: str) -> dict:
         if shop not in self.shops:
-            self.shops[shop] = self.shop_for(shop, self.now().date())
+            self.shops[shop] = self.shop_for(shop, self.now())
         return self.shops[shop]
 
     def _reserved(self, shop: dict) -> dict[str, Decimal]:

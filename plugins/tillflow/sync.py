@@ -454,6 +454,7 @@ def parse_landed(
     pages = landed if landed and isinstance(landed[0], tuple) else store.landed(landed)
     lines: dict[tuple[str, date, int | None], Any] = {}
     rejected = 0
+    settings = store.account_by_id(item.account_id).settings  # an instant's business day: timezone and cutoff
     for landing_id, page in pages:
         parsed, rejects = kind.parse(parser, page)
         if rejects:
@@ -462,7 +463,7 @@ def parse_landed(
                 problems.update({f"rejected {r.ref}: {r.reason}": f"rejected {r.ref}: {r.reason}" for r in rejects})
         rejected += len(rejects)
         for line in parsed:
-            day = kind.record_day(line)
+            day = kind.record_day(line, settings)
             if day is None or item.window_start <= day <= item.window_end:
                 lines[kind.record_key(line)] = line
     return list(lines.values()), rejected

@@ -336,3 +336,29 @@ def test_products_flow_and_reference_data(ccv):
     statuses = client.test_connection()
     assert [s.key for s in statuses] == [str(i) for i in range(1, 15)]
     assert [c.name for c in client.reference_data()["category"]] == ["Koffie", "Thee", "Gebak", "Accessoires"]
+
+
+def test_orders_are_asked_for_and_dated_by_the_accounts_business_day():
+    """An order placed at 01:30 in Amsterdam belongs to the business day before (cutoff 05:00): the fetch asks CCV
+    for the instants the window's business days span, and the orders kind dates the order the same way."""
+    from datetime import UTC, date, datetime, time
+
+    from tillflow.flows import get_kind
+    from tillflow.sources.base import Window
+    from tillflow.sources.ccv import _created_between
+    from tillflow.specs import AccountSettings
+
+    window = Window(date(2026, 12, 1), date(2026, 12, 3), tz="Europe/Amsterdam", cutoff=time(5, 0))
+    assert _created_between(window) == {
+        "min_create_date": "2026-12-01T04:00:00+00:00",
+        "max_create_date": "2026-12-04T03:59:59+00:00",
+    }
+    assert _created_between(Window(date(2026, 12, 1), date(2026, 12, 3))) == {
+        "min_create_date": "2026-12-01",
+        "max_create_date": "2026-12-03",
+    }
+    settings = AccountSettings(timezone="Europe/Amsterdam")
+    night = {"created": datetime(2026, 12, 4, 0, 30, tzinfo=UTC).isoformat()}  # 01:30 in Amsterdam
+    assert get_kind("orders").record_day(night, settings) == date(2026, 12, 3)
+    morning = {"created": datetime(2026, 12, 4, 4, 0, tzinfo=UTC).isoformat()}  # 05:00: the new business day
+    assert get_kind("orders").record_day(morning, settings) == date(2026, 12, 4)

@@ -76,8 +76,9 @@ class FlowKind(ABC):
         """A parsed record's identity: a later page's record with the same key replaces it."""
         return (record.source_key, record.business_date, record.hour)
 
-    def record_day(self, record: Any) -> Any:
-        """The business date a parsed record belongs to (records outside the item's window are dropped)."""
+    def record_day(self, record: Any, settings: Any = None) -> Any:
+        """The business date a parsed record belongs to (records outside the item's window are dropped);
+        ``settings``: the account's, for a record that carries an instant (its timezone and cutoff)."""
         return record.business_date
 
     def describe(self) -> dict[str, Any]:

@@ -72,7 +72,7 @@ class ClockTimes(FlowKind):
     def record_key(self, record: Any) -> tuple:
         return ("shift", record.shift_number)
 
-    def record_day(self, record: Any) -> Any:
+    def record_day(self, record: Any, settings: Any = None) -> Any:
         return record.financial_date
 
     def map(self, records: Sequence[ShiftRecord], rules, *, account, flow_settings, mapping_kind: str = "employee"):

@@ -103,7 +103,7 @@ class Ledger(FlowKind):
     def record_key(self, record: Any) -> tuple:
         return ("event", _event_key(record))
 
-    def record_day(self, record: Any) -> Any:
+    def record_day(self, record: Any, settings: Any = None) -> Any:
         return getattr(record, "business_date", None)  # a deleted event has no day: always kept
 
     def map(self, records: Sequence[Any], rules, *, account, flow_settings, mapping_kind: str = ""):

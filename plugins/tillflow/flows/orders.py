@@ -87,8 +87,15 @@ class Orders(FlowKind):
     def record_key(self, record: Any) -> tuple:
         return ("order", record["ordernumber"])
 
-    def record_day(self, record: Any) -> Any:
-        return datetime.fromisoformat(str(record["created"]).replace("Z", "+00:00")).date()
+    def record_day(self, record: Any, settings: Any = None) -> Any:
+        """The business day the order was placed on: in the account's timezone, before the cutoff the day before
+        (the same business days the fetch asked CCV for)."""
+        created = datetime.fromisoformat(str(record["created"]).replace("Z", "+00:00"))
+        if settings is None:
+            return created.date()
+        from tillflow.windows import business_date_of
+
+        return business_date_of(created, settings.timezone, settings.business_day_cutoff)
 
     def map(self, records: Sequence[dict], rules, *, account, flow_settings, mapping_kind: str = ""):
         """Orders → (key, document); orders in other statuses are ignored; a country without a VAT code → reject."""

@@ -58,7 +58,7 @@ class Products(FlowKind):
     def record_key(self, record: Any) -> tuple:
         return ("sku", record["sku"])
 
-    def record_day(self, record: Any) -> Any:
+    def record_day(self, record: Any, settings: Any = None) -> Any:
         return None  # a snapshot: every article, whatever the window says
 
     def map(self, records, rules, *, account, flow_settings, mapping_kind: str = ""):

@@ -54,7 +54,7 @@ class Stock(FlowKind):
     def record_key(self, record: Any) -> tuple:
         return ("sku", record["sku"])
 
-    def record_day(self, record: Any) -> Any:
+    def record_day(self, record: Any, settings: Any = None) -> Any:
         return None
 
     def map(self, records, rules, *, account, flow_settings, mapping_kind: str = ""):

@@ -25,7 +25,9 @@ list; ``include/sandbox/ccv.py`` is the stand-in and its docstring lists every a
   ``reserved`` per SKU from them.
 
 ``fetch(flow, window)``: ``orders`` — one :class:`RawPage` per API page of orders created in the window
-(``min_create_date``/``max_create_date``, shop time assumed UTC), each with the rows of its orders
+(``min_create_date``/``max_create_date``: the instants the window's business days span in the account's
+timezone and cutoff — an order placed at 01:00 belongs to the business day before — or whole UTC days for a
+window without them), each with the rows of its orders
 (``{"orders": <page>, "orderrows": {order id: [rows]}}``); ``products`` — one page per API page (window
 ignored); ``stock`` — one page ``{"products": [...], "reserved_orders": [{"order", "rows"}]}``. ``parse`` needs
 no network: it yields plain dicts (:class:`CcvOrder`, :class:`CcvProduct`, :class:`CcvStock` dumped as JSON
@@ -41,7 +43,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -395,7 +397,7 @@ class CcvClient(SourceClient):
             return [RawPage(flow=flow, request=request, body=_dumps(body).encode("utf-8"))]
         pages = []
         for chunk in self.chunks(window):
-            params = {"min_create_date": chunk.start.isoformat(), "max_create_date": chunk.end.isoformat()}
+            params = _created_between(chunk)
             for i, (page, _raw) in enumerate(self._pages("orders", params)):
                 rows = {str(o["id"]): self.order_rows(o["id"]) for o in page["items"] if isinstance(o, dict)}
                 request = {"method": "GET", "path": f"{API_PREFIX}/orders", "window": str(chunk), "page": i}
@@ -685,3 +687,15 @@ def _dumps(obj: Any) -> str:
 
 def _pydantic_reason(exc: ValidationError) -> str:
     return "; ".join(f"field {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+def _created_between(window: Window) -> dict[str, str]:
+    """The ``min_create_date``/``max_create_date`` filter of a window of business days (both inclusive)."""
+    if window.tz is None:
+        return {"min_create_date": window.start.isoformat(), "max_create_date": window.end.isoformat()}
+    from tillflow.windows import business_day_bounds
+
+    cutoff = window.cutoff or time(5, 0)
+    start = business_day_bounds(window.start, window.tz, cutoff)[0]
+    end = business_day_bounds(window.end, window.tz, cutoff)[1] - timedelta(seconds=1)  # CCV dates are to the second
+    return {"min_create_date": start.isoformat(), "max_create_date": end.isoformat()}
