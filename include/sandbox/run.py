@@ -86,9 +86,15 @@ def _running(state_dir: str) -> dict | None:
         "ccv_salespos_url",
         "eaccounting_url",
     )  # an older sandbox lacks some: replaced
-    if info and _pid_alive(info["pid"]) and all(_answers(info.get(n, "")) for n in names):
+    if info and _pid_alive(info["pid"]) and all(_answers(info.get(n, "")) for n in names) and _current(state_dir):
         return info
     return None
+
+
+def _current(state_dir: str) -> bool:
+    """False when a stand-in's code changed after the running sandbox started (it serves the old code: replaced)."""
+    started = _paths(state_dir)[0].stat().st_mtime
+    return all(p.stat().st_mtime <= started for p in Path(__file__).resolve().parent.glob("*.py"))
 
 
 def _remove_files(state_dir: str) -> None:
