@@ -149,3 +149,19 @@ def test_every_vendor_pool_is_created_by_init(config):
     ]
     assert "/opt/airflow/plugins" in mounts
     assert {"planday", "eitje", "shiftbase", "pennylane", "eaccounting"} <= set(POOLS)
+
+
+def test_every_local_requirement_is_mounted_where_pip_installs_it(config):
+    """requirements.txt installs the provider from a path (``-e ./providers/...``): the Airflow containers run pip
+    from /opt/airflow, so that path must be mounted there, or every container fails at start."""
+    local = [
+        line.split(maxsplit=1)[1].strip()
+        for line in (COMPOSE.parent / "requirements.txt").read_text().splitlines()
+        if line.startswith("-e ")
+    ]
+    assert local, "the provider is installed from the repo"
+    for name in (*RUNTIME, "airflow-init"):
+        mounts = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in config["services"][name]["volumes"]}
+        for path in local:
+            target = "/opt/airflow/" + path.removeprefix("./")
+            assert any(target == m or target.startswith(m.rstrip("/") + "/") for m in mounts), (name, path, mounts)
