@@ -289,5 +289,42 @@ def test_health_page_in_a_real_browser_behind_airflows_login(store, api_server, 
     assert "tillflow/health" in frame.get_attribute("src")
     time.sleep(2)  # let the frame render for the screenshot
     shot("08-in-airflow-ui")
+    # Airflow's own trigger dialog: dates the wrong way round are refused with the reason, and no run is made
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    react = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))  # React re-renders
+
+    def click(xpath: str) -> None:
+        button = react.until(ec.element_to_be_clickable((By.XPATH, xpath)))
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+        react.until(ec.element_to_be_clickable((By.XPATH, xpath))).click()
+
+    browser.get(f"{base}/dags/{INTEGRATION}")
+    click("//button[normalize-space(.)='Trigger']")
+    for n, typed, value in ((1, "11052026", "2026-11-05"), (2, "11012026", "2026-11-01")):
+        xpath = f"(//*[@role='dialog']//input[@type='date'])[{n}]"
+        react.until(ec.element_to_be_clickable((By.XPATH, xpath))).send_keys(typed)  # as a user types, en-US
+        react.until(lambda b, x=xpath, v=value: b.find_element(By.XPATH, x).get_attribute("value") == v)
+    click("//*[@role='dialog']//button[normalize-space(.)='Trigger']")
+    try:
+        react.until(lambda b: "lies before date_from" in b.page_source)
+    except Exception:
+        shot("09-trigger-form-failed")
+        raise
+    shown = "//*[contains(text(), 'lies before date_from')]"
+    reason = react.until(lambda b: b.find_element(By.XPATH, shown).text)
+    assert "date_to: 2026-11-01 lies before date_from 2026-11-05" in reason  # the reason, in the dialog
+    react.until(
+        lambda b: b.execute_script(
+            "arguments[0].scrollIntoView({block: 'center'}); return true", b.find_element(By.XPATH, shown)
+        )
+    )
+    shot("09-trigger-form-refuses-dates")
+    runs_now = requests.get(
+        f"{base}/api/v2/dags/{INTEGRATION}/dagRuns",
+        headers={"Authorization": f"Bearer {token['access_token']}"},
+        timeout=10,
+    ).json()["dag_runs"]
+    assert len(runs_now) == len(runs)
     for name in ("01-login", "02-health", "03-filtered-needs-mapping", "05-rejects-acknowledged", "08-in-airflow-ui"):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 1000
