@@ -101,7 +101,30 @@ def shiftbase(sandbox, key="centrum"):
 
 
 def test_revenue_and_clock_times_with_faults_then_a_shift_closes(store, sandbox, dag, mail):
+    from tillflow.windows import business_date_of
+
     account, o = add_account(store, sandbox)
+    # employee 106 (not listed: no authorisation group) works only some days in the stand-in: give them a shift on
+    # the current business day, so the unmapped-employee reject and mail do not depend on the date the test runs
+    now = datetime.now(UTC).replace(microsecond=0)
+    requests.post(
+        f"{sandbox.mpluskassa_url}/_sandbox/customers/{PORT}",
+        timeout=5,
+        json={
+            "add_shifts": [
+                {
+                    "shiftNumber": 990106,
+                    "branchNumber": 3,
+                    "financialDate": str(business_date_of(now, "Europe/Amsterdam")),
+                    "employeeNumber": 106,
+                    "startTimestamp": (now - timedelta(hours=2)).isoformat(),
+                    "endTimestamp": (now - timedelta(hours=1)).isoformat(),
+                    "ended": True,
+                    "costCenterNumber": 10,
+                }
+            ]
+        },
+    ).raise_for_status()
     requests.post(
         f"{sandbox.mpluskassa_url}/_sandbox/faults", json={"rate_5xx": 0.15, "seed": 3}, timeout=5
     ).raise_for_status()

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,22 @@ from test_ajour_to_planday import DAG_ID, add_account, expected, planday
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-RUN_ID = "backfill__2026-11-17T04:00:00+00:00"  # 05:00 in Copenhagen
+
+
+def _quiet_hours() -> tuple[int, int]:
+    """Two run hours (Copenhagen) that the scheduler's own live tick cannot reach while the test runs: once the DAG
+    is unpaused, Airflow also runs the latest hourly tick, and accounts due at that hour would run for today too."""
+    from zoneinfo import ZoneInfo
+
+    now = datetime.now(ZoneInfo("Europe/Copenhagen")).hour
+    busy = {now, (now + 1) % 24}
+    first = next(h for h in (5, 6, 7, 8) if h not in busy)
+    return first, next(h for h in (9, 10, 11, 12) if h not in busy)
+
+
+RUN_HOUR, LATE_HOUR = _quiet_hours()
+# the backfill tick at RUN_HOUR in Copenhagen on Tuesday 2026-11-17 (UTC+1)
+RUN_ID = f"backfill__2026-11-17T{RUN_HOUR - 1:02d}:00:00+00:00"
 
 
 @pytest.fixture
@@ -103,9 +118,10 @@ def _wait(predicate, timeout: float, what: str, log: Path):
 
 def test_backfill_under_the_real_scheduler(store, sandbox, mail, standalone):
     start, airflow, log, home = standalone
-    add_account(store, sandbox, "cafe_nord", company="1001", client="nord", run_time="05:00")
-    add_account(store, sandbox, "wrong_pw", company="2002", client="wrong", password="hunter2-secret", run_time="05:00")
-    add_account(store, sandbox, "late", company="3003", client="late", run_time="09:00")  # not due at 05:00
+    at, late = f"{RUN_HOUR:02d}:00", f"{LATE_HOUR:02d}:00"
+    add_account(store, sandbox, "cafe_nord", company="1001", client="nord", run_time=at)
+    add_account(store, sandbox, "wrong_pw", company="2002", client="wrong", password="hunter2-secret", run_time=at)
+    add_account(store, sandbox, "late", company="3003", client="late", run_time=late)  # not due at RUN_HOUR
     start()  # the scheduler's workers read the connections from the environment (a secrets backend)
     _wait(lambda: DAG_ID in airflow("dags", "list", "-o", "plain").stdout, 180, "the DAG to be parsed", log)
     unpaused = airflow("dags", "unpause", DAG_ID)
@@ -116,9 +132,9 @@ def test_backfill_under_the_real_scheduler(store, sandbox, mail, standalone):
         "--dag-id",
         DAG_ID,
         "--from-date",
-        "2026-11-17T03:30:00+00:00",
+        f"2026-11-17T{RUN_HOUR - 2:02d}:30:00+00:00",
         "--to-date",
-        "2026-11-17T04:30:00+00:00",
+        f"2026-11-17T{RUN_HOUR - 1:02d}:30:00+00:00",
     )
     assert created.returncode == 0, created.stderr[-2000:]
 
