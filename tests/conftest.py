@@ -121,6 +121,59 @@ def sandbox(sandbox_server):
     return sandbox_server
 
 
+AJOUR_MAPPING = {"L1": "1001", "L2": "1002", "L3": "1001", "L4": "1003"}
+FAST_HTTP = {"backoff_base": 0.01, "backoff_max": 0.05, "read_timeout": 5, "max_retry_after": 1}
+
+
+@pytest.fixture
+def ajour_account(store, sandbox):
+    """Factory: an Ajour → Planday account on the stand-ins — its location mapping (``None`` marks a location
+    inactive) and its two connections, returned as ``ConnectionInfo`` (for ``run_shard``) and set as
+    ``AIRFLOW_CONN_*`` variables (for the CLI and Airflow runs; removed after the test)."""
+    from tillflow.sources.base import ConnectionInfo
+    from tillflow.specs import parse_settings
+
+    names: list[str] = []
+
+    def make(key="cafe_nord", *, company="1001", client="nord", mapping=None, http=None, name="Cafe Nord"):
+        http = dict(FAST_HTTP if http is None else http)
+        account = store.upsert_account(
+            "ajour_to_planday",
+            key,
+            name=name,
+            conn_id=f"ajour_{key}",
+            target_conn_id=f"planday_{key}",
+            settings=parse_settings({"timezone": "Europe/Copenhagen", "start_date": "2026-01-01", "lookback_days": 3}),
+        )
+        for loc, unit in (AJOUR_MAPPING if mapping is None else mapping).items():
+            store.set_mapping(account.id, "location", loc, unit)
+        conns = {
+            f"ajour_{key}": ConnectionInfo(
+                conn_id=f"ajour_{key}",
+                host=sandbox.ajour_url,
+                login="api",
+                password=f"pw-{company}",
+                schema=f"{key}_db",
+                extra={"company_id": company, **http},
+            ),
+            f"planday_{key}": ConnectionInfo(
+                conn_id=f"planday_{key}", host=sandbox.planday_url, login=client, password=f"rt-{client}", extra=http
+            ),
+        }
+        for conn_id, info in conns.items():
+            env = f"AIRFLOW_CONN_{conn_id.upper()}"
+            os.environ[env] = json.dumps(
+                {"conn_type": "http", "host": info.host, "login": info.login, "password": info.password}
+                | {"schema": info.schema, "extra": info.extra}
+            )
+            names.append(env)
+        return account, conns
+
+    yield make
+    for env in names:
+        os.environ.pop(env, None)
+
+
 # ------------------------------------------------------------------ SMTP catcher
 
 

@@ -554,6 +554,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     Every flow of the integration that can be replayed (or ``--flow``); ``--dry-run`` prints what the target
     holds now and what would be sent, and changes nothing."""
+    from tillflow.flows import get_kind
     from tillflow.replay import format_table, replay_item, why_not_replayable
     from tillflow.sync import WorkItem, conn_ids
     from tillflow.windows import manual_window
@@ -599,7 +600,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 mode,
                 force_delivery=bool(args.overwrite),
             )
-            if not store.landed_for_window(account.id, get_kind_name(flow), window):
+            if not store.landed_for_window(account.id, get_kind(flow.kind).name, window):
                 if args.flow or len(flows) == 1:
                     raise ConfigError(
                         f"--from/--to: nothing landed for {account.key} {flow.name} in {window}; a replay never "
@@ -634,13 +635,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: nothing written, nothing sent")
     return 0
-
-
-def get_kind_name(flow) -> str:
-    """The flow kind's name: raw landing is kept per kind (what the source was asked to fetch)."""
-    from tillflow.flows import get_kind
-
-    return get_kind(flow.kind).name
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -685,17 +679,7 @@ def cmd_activity(args: argparse.Namespace) -> int:
     """The activity log, newest first: per account and flow, from which system to which, the window, what
     happened and the counts."""
     with _open_store() as store:
-        rows = store.conn.execute(
-            """
-            SELECT a.*, acc.account_key, acc.integration FROM tillflow.activity a
-              JOIN tillflow.accounts acc ON acc.id = a.account_id
-             WHERE (%(i)s::text IS NULL OR acc.integration = %(i)s) AND (%(k)s::text IS NULL OR acc.account_key = %(k)s)
-               AND (%(f)s::text IS NULL OR a.flow = %(f)s)
-             ORDER BY a.started_at DESC, a.id DESC LIMIT %(n)s
-            """,
-            {"i": args.integration, "k": args.key, "f": args.flow, "n": args.limit},
-        ).fetchall()
-        store.conn.commit()
+        rows = store.activity(integration=args.integration, account_key=args.key, flow=args.flow, limit=args.limit)
     if args.json:
         print(json.dumps([dict(r) for r in rows], indent=2, default=str))
         return 0

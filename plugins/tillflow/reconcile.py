@@ -298,23 +298,16 @@ def record(store: Any, check: AccountCheck, *, run_id: str, dag_id: str) -> None
     if check.skipped:
         return
     account = check.account
-    if check.days:
-        with store.conn.transaction(), store.conn.cursor() as cur:
-            cur.executemany(
-                """
-                INSERT INTO tillflow.reconciliation (run_id, account_id, integration, kind, business_date, pos_total,
-                                                     target_total, diff, status, detail)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (run_id, account_id, kind, business_date) DO UPDATE
-                   SET pos_total = EXCLUDED.pos_total, target_total = EXCLUDED.target_total, diff = EXCLUDED.diff,
-                       status = EXCLUDED.status, detail = EXCLUDED.detail, checked_at = now()
-                """,
-                [
-                    (run_id, account.id, check.integration, d.kind, d.business_date, d.pos, d.target, d.diff)
-                    + (d.status, d.detail[:2000])
-                    for d in check.days
-                ],
-            )
+    store.record_reconciliation(
+        run_id,
+        account.id,
+        check.integration,
+        [
+            {"kind": d.kind, "business_date": d.business_date, "pos": d.pos, "target": d.target, "diff": d.diff}
+            | {"status": d.status, "detail": d.detail}
+            for d in check.days
+        ],
+    )
     store.activity_start(dag_id, run_id, account.id, FLOW, check.window)
     drift = check.drift
     explained = [d for d in check.days if d.status == "explained"]

@@ -4,8 +4,6 @@ drift after it, then drift once the target is edited by hand — a row, an activ
 
 from __future__ import annotations
 
-import json
-import os
 import runpy
 from datetime import date
 from pathlib import Path
@@ -16,6 +14,7 @@ import requests
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
+MAPPING = {"L1": "1001", "L2": "1002", "L3": "1001", "L4": None}  # L4 inactive
 FAST_HTTP = {"backoff_base": 0.05, "backoff_max": 0.5, "max_retry_after": 1.5, "read_timeout": 2}
 CONF = {"date_from": "2026-11-10", "date_to": "2026-11-11"}
 
@@ -27,42 +26,6 @@ def dags(airflow_db, mail_server):
 
     spec = load_spec(ROOT / "dags" / "ajour_to_planday.yaml").model_copy(update={"retry_delay_seconds": 1})
     return build_dag(spec), runpy.run_path(str(ROOT / "dags" / "tillflow_reconcile.py"))["dag"]
-
-
-def add_account(store, sandbox, key="cafe_nord", company="1001", client="nord"):
-    from tillflow.specs import parse_settings
-
-    os.environ[f"AIRFLOW_CONN_AJOUR_{key.upper()}"] = json.dumps(
-        {
-            "conn_type": "http",
-            "host": sandbox.ajour_url,
-            "login": "api",
-            "password": f"pw-{company}",
-            "schema": f"{key}_db",
-            "extra": {"company_id": company, **FAST_HTTP},
-        }
-    )
-    os.environ[f"AIRFLOW_CONN_PLANDAY_{key.upper()}"] = json.dumps(
-        {
-            "conn_type": "http",
-            "host": sandbox.planday_url,
-            "login": client,
-            "password": f"rt-{client}",
-            "extra": FAST_HTTP,
-        }
-    )
-    account = store.upsert_account(
-        "ajour_to_planday",
-        key,
-        name="Cafe Nord",
-        conn_id=f"ajour_{key}",
-        target_conn_id=f"planday_{key}",
-        settings=parse_settings({"timezone": "Europe/Copenhagen", "start_date": "2026-01-01", "lookback_days": 3}),
-    )
-    for loc, unit in {"L1": "1001", "L2": "1002", "L3": "1001"}.items():
-        store.set_mapping(account.id, "location", loc, unit)
-    store.set_mapping(account.id, "location", "L4", None)
-    return account
 
 
 def asset_events(run_id):
@@ -79,9 +42,9 @@ def asset_events(run_id):
         return [(uri, dict(extra or {}), task_id) for uri, extra, task_id in rows]
 
 
-def test_run_task_emits_the_flow_asset_only_when_it_delivers(store, sandbox, dags):
+def test_run_task_emits_the_flow_asset_only_when_it_delivers(store, sandbox, dags, ajour_account):
     integration_dag, _ = dags
-    add_account(store, sandbox)
+    ajour_account(mapping=MAPPING, http=FAST_HTTP)
     dr = integration_dag.test(run_conf=CONF)
     assert dr.state == "success"
     (event,) = asset_events(dr.run_id)
@@ -96,9 +59,9 @@ def test_run_task_emits_the_flow_asset_only_when_it_delivers(store, sandbox, dag
     assert asset_events(again.run_id) == []
 
 
-def test_weekly_reconcile_dag_no_drift_then_drift_mailed(store, sandbox, dags, mail):
+def test_weekly_reconcile_dag_no_drift_then_drift_mailed(store, sandbox, dags, mail, ajour_account):
     integration_dag, reconcile_dag = dags
-    account = add_account(store, sandbox)
+    account, _ = ajour_account(mapping=MAPPING, http=FAST_HTTP)
     assert integration_dag.test(run_conf=CONF).state == "success"
     conf = {"integrations": ["ajour_to_planday"], **CONF}
 
@@ -129,14 +92,14 @@ def test_weekly_reconcile_dag_no_drift_then_drift_mailed(store, sandbox, dags, m
     assert msg["To"] == "data-team@tillflow.example" and "2026-11-10" in msg.get_body().get_content()
 
 
-def test_an_asset_triggered_run_checks_the_accounts_and_days_of_the_event(store, sandbox, dags, mail):
+def test_an_asset_triggered_run_checks_the_accounts_and_days_of_the_event(store, sandbox, dags, mail, ajour_account):
     from types import SimpleNamespace
 
     from tillflow.assets import flow_asset
 
     integration_dag, reconcile_dag = dags
-    add_account(store, sandbox)
-    add_account(store, sandbox, key="bar_syd", company="2002", client="syd")
+    ajour_account(mapping=MAPPING, http=FAST_HTTP)
+    ajour_account("bar_syd", company="2002", client="syd", mapping=MAPPING, http=FAST_HTTP)
     assert integration_dag.test(run_conf=CONF).state == "success"
     event = SimpleNamespace(
         extra={

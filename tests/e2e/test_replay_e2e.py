@@ -4,8 +4,6 @@ re-delivers from raw landing, and the POS is not called by either."""
 
 from __future__ import annotations
 
-import json
-import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,7 +14,6 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "ajour_to_planday"
-MAPPING = {"L1": "1001", "L2": "1002", "L3": "1001", "L4": "1003"}
 FAST_HTTP = {"backoff_base": 0.05, "backoff_max": 0.5, "max_retry_after": 1.5, "read_timeout": 2}
 DATES = {"date_from": "2026-11-17", "date_to": "2026-11-18"}
 
@@ -42,41 +39,6 @@ def dag(airflow_db, mail_server):
     return _Dag(spec.model_copy(update={"retry_delay_seconds": 1}))
 
 
-def _account(store, sandbox, key="cafe_nord", company="1001", client="nord"):
-    from tillflow.specs import parse_settings
-
-    os.environ[f"AIRFLOW_CONN_AJOUR_{key.upper()}"] = json.dumps(
-        {
-            "conn_type": "http",
-            "host": sandbox.ajour_url,
-            "login": "api",
-            "password": f"pw-{company}",
-            "schema": f"{key}_db",
-            "extra": {"company_id": company, **FAST_HTTP},
-        }
-    )
-    os.environ[f"AIRFLOW_CONN_PLANDAY_{key.upper()}"] = json.dumps(
-        {
-            "conn_type": "http",
-            "host": sandbox.planday_url,
-            "login": client,
-            "password": f"rt-{client}",
-            "extra": FAST_HTTP,
-        }
-    )
-    account = store.upsert_account(
-        DAG_ID,
-        key,
-        name="Cafe Nord",
-        conn_id=f"ajour_{key}",
-        target_conn_id=f"planday_{key}",
-        settings=parse_settings({"timezone": "Europe/Copenhagen", "start_date": "2026-01-01", "lookback_days": 3}),
-    )
-    for loc, unit in MAPPING.items():
-        store.set_mapping(account.id, "location", loc, unit)
-    return account
-
-
 def _planday(sandbox, client="nord"):
     state = requests.get(f"{sandbox.planday_url}/_sandbox/state", timeout=10).json()["portals"].get(client, {})
     return {
@@ -93,8 +55,8 @@ def _run_xcom(dr):
     return ti.xcom_pull(task_ids="run", map_indexes=ti.map_index)
 
 
-def test_a_dry_run_then_a_replay_through_airflow(store, sandbox, dag):
-    account = _account(store, sandbox)
+def test_a_dry_run_then_a_replay_through_airflow(store, sandbox, dag, ajour_account):
+    account, _ = ajour_account(http=FAST_HTTP)
     assert dag.test(run_conf=DATES).state == "success"
     held = _planday(sandbox)
     assert len(held) == 6
@@ -148,8 +110,8 @@ def test_a_dry_run_then_a_replay_through_airflow(store, sandbox, dag):
     assert act["delivered"] == 0 and act["upserted"] == 0
 
 
-def test_date_to_before_date_from_fails_the_plan_naming_both_fields(store, sandbox, dag):
-    _account(store, sandbox)
+def test_date_to_before_date_from_fails_the_plan_naming_both_fields(store, sandbox, dag, ajour_account):
+    ajour_account(http=FAST_HTTP)
     dr = dag.test(run_conf={"date_from": "2026-11-18", "date_to": "2026-11-17"})
     assert dr.state == "failed"
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}

@@ -6,7 +6,6 @@ it with a non-zero exit code. Targets: Planday (daily), Eitje (hourly), Shiftbas
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -72,36 +71,8 @@ def reconcile_activity(store, run_id):
 # ------------------------------------------------------------------------------------------ Ajour → Planday
 
 
-def planday_account(store, sandbox, key="cafe_nord", company="1001", client="nord"):
-    spec = spec_of("ajour_to_planday")
-    account = store.upsert_account(
-        spec.integration,
-        key,
-        name="Cafe Nord",
-        conn_id=f"ajour_{key}",
-        target_conn_id=f"planday_{key}",
-        settings=parse_settings({"timezone": "Europe/Copenhagen", "start_date": "2026-01-01", "lookback_days": 3}),
-    )
-    for loc, unit in {"L1": "1001", "L2": "1002", "L3": "1001", "L4": "1003"}.items():
-        store.set_mapping(account.id, "location", loc, unit)
-    conns = {
-        f"ajour_{key}": ConnectionInfo(
-            conn_id=f"ajour_{key}",
-            host=sandbox.ajour_url,
-            login="api",
-            password=f"pw-{company}",
-            schema=f"{key}_db",
-            extra={"company_id": company, **FAST},
-        ),
-        f"planday_{key}": ConnectionInfo(
-            conn_id=f"planday_{key}", host=sandbox.planday_url, login=client, password=f"rt-{client}", extra=FAST
-        ),
-    }
-    return spec, account, conns
-
-
-def test_planday_matches_after_a_sync_and_a_hand_edit_is_drift_logged_and_mailed(store, sandbox, mail):
-    spec, account, conns = planday_account(store, sandbox)
+def test_planday_matches_after_a_sync_and_a_hand_edit_is_drift_logged_and_mailed(store, sandbox, mail, ajour_account):
+    spec, (account, conns) = spec_of("ajour_to_planday"), ajour_account(http=FAST)
     conns["smtp_default"] = smtp(mail)
     sync(store, spec, conns, WEEK, run_id="sync-planday")
 
@@ -159,17 +130,11 @@ def test_planday_matches_after_a_sync_and_a_hand_edit_is_drift_logged_and_mailed
     assert statuses[date(2026, 11, 11)] == "ok" and not check.drift
 
 
-def test_cli_prints_each_day_and_exits_non_zero_on_drift(store, sandbox, mail, capsys):
+def test_cli_prints_each_day_and_exits_non_zero_on_drift(store, sandbox, mail, capsys, ajour_account):
     from tillflow.cli import main
 
-    spec, account, conns = planday_account(store, sandbox)
+    spec, (account, conns) = spec_of("ajour_to_planday"), ajour_account(http=FAST)
     sync(store, spec, conns, WEEK, run_id="sync-cli")
-    for conn_id, info in conns.items():
-        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
-            {"conn_type": "http", "host": info.host, "login": info.login, "password": info.password}
-            | ({"schema": info.schema} if info.schema else {})
-            | {"extra": info.extra}
-        )
     args = ["reconcile", "-i", spec.integration, "--account", account.key, "--from", "2026-11-10", "--to", "2026-11-12"]
     assert main([*args, "--no-mail"]) == 0
     out = capsys.readouterr().out
@@ -383,9 +348,9 @@ def test_pennylane_books_match_the_events_and_a_duplicate_entry_is_drift(store, 
     assert "kashclick_to_pennylane" in msg["Subject"] and "posted twice" in msg.get_body().get_content()
 
 
-def test_a_target_that_cannot_be_read_fails_that_account_only(store, sandbox, mail):
-    spec, account, conns = planday_account(store, sandbox)
-    spec2, other, conns2 = planday_account(store, sandbox, key="bar_syd", company="2002", client="syd")
+def test_a_target_that_cannot_be_read_fails_that_account_only(store, sandbox, mail, ajour_account):
+    spec, (_, conns) = spec_of("ajour_to_planday"), ajour_account(http=FAST)
+    other, conns2 = ajour_account("bar_syd", company="2002", client="syd", http=FAST)
     conns = {**conns, **conns2, "smtp_default": smtp(mail)}
     conns["planday_cafe_nord"] = ConnectionInfo(
         conn_id="planday_cafe_nord", host=sandbox.planday_url, login="nord", password="rt-wrong", extra=FAST

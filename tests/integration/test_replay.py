@@ -4,8 +4,6 @@ in a run (the ``replay`` Param) and from the CLI — and the POS is never called
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,48 +17,9 @@ from tillflow.sync import RunParams, WorkItem, plan, plan_run, run_shard, set_ru
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_spec(ROOT / "dags" / "ajour_to_planday.yaml")
-MAPPING = {"L1": "1001", "L2": "1002", "L3": "1001", "L4": "1003"}
 FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "read_timeout": 5}
 D1, D2 = date(2026, 11, 17), date(2026, 11, 18)
 AT = datetime(2026, 11, 20, 9, tzinfo=UTC)
-
-
-def _account(store, sandbox, key="cafe_nord", company="1001", client="nord"):
-    account = store.upsert_account(
-        SPEC.integration,
-        key,
-        name="Cafe Nord",
-        conn_id=f"ajour_{key}",
-        target_conn_id=f"planday_{key}",
-        settings=parse_settings({"timezone": "Europe/Copenhagen", "start_date": "2026-01-01", "lookback_days": 3}),
-    )
-    for loc, unit in MAPPING.items():
-        store.set_mapping(account.id, "location", loc, unit)
-    conns = {
-        f"ajour_{key}": ConnectionInfo(
-            conn_id=f"ajour_{key}",
-            host=sandbox.ajour_url,
-            login="api",
-            password=f"pw-{company}",
-            schema=f"{key}_db",
-            extra={"company_id": company, **FAST},
-        ),
-        f"planday_{key}": ConnectionInfo(
-            conn_id=f"planday_{key}", host=sandbox.planday_url, login=client, password=f"rt-{client}", extra=FAST
-        ),
-    }
-    for conn_id, info in conns.items():  # the CLI reads Airflow connections
-        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
-            {
-                "conn_type": "http",
-                "host": info.host,
-                "login": info.login,
-                "password": info.password,
-                "schema": info.schema,
-                "extra": info.extra,
-            }
-        )
-    return account, conns
 
 
 def _run(store, conns, run_id, params):
@@ -88,15 +47,15 @@ def _calls(url):
     return len(requests.get(f"{url}/_sandbox/requests", timeout=5).json())
 
 
-def _first_run(store, sandbox):
-    account, conns = _account(store, sandbox)
+def _first_run(store, ajour_account):
+    account, conns = ajour_account(http=FAST)
     outcomes = _run(store, conns, "first", RunParams(date_from=D1, date_to=D2))
     assert [o.status for o in outcomes] == ["success"]
     return account, conns
 
 
-def test_dry_run_shows_the_changes_and_sends_nothing_then_the_replay_sends_them(store, sandbox):
-    account, conns = _first_run(store, sandbox)
+def test_dry_run_shows_the_changes_and_sends_nothing_then_the_replay_sends_them(store, sandbox, ajour_account):
+    account, conns = _first_run(store, ajour_account)
     held = _planday(sandbox)
     assert len(held) == 6  # three units, two days
     ajour_calls = _calls(sandbox.ajour_url)
@@ -166,10 +125,10 @@ def test_dry_run_shows_the_changes_and_sends_nothing_then_the_replay_sends_them(
     assert _planday(sandbox) == now
 
 
-def test_cli_dry_run_prints_the_table_and_the_replay_delivers(store, sandbox, capsys):
+def test_cli_dry_run_prints_the_table_and_the_replay_delivers(store, sandbox, ajour_account, capsys):
     from tillflow.cli import main
 
-    account, _ = _first_run(store, sandbox)
+    account, _ = _first_run(store, ajour_account)
     held = _planday(sandbox)
     ajour_calls = _calls(sandbox.ajour_url)
     store.set_mapping(account.id, "location", "L3", "1002")
@@ -195,10 +154,10 @@ def test_cli_dry_run_prints_the_table_and_the_replay_delivers(store, sandbox, ca
     assert _calls(sandbox.ajour_url) == ajour_calls
 
 
-def test_keep_existing_and_overwrite_choose_the_write_mode(store, sandbox, capsys):
+def test_keep_existing_and_overwrite_choose_the_write_mode(store, sandbox, ajour_account, capsys):
     from tillflow.cli import main
 
-    account, _ = _first_run(store, sandbox)
+    account, _ = _first_run(store, ajour_account)
     store.set_mapping(account.id, "location", "L3", "1002")
     capsys.readouterr()
     # keep existing: the store keeps its values, so nothing changes and nothing would be sent
@@ -212,10 +171,10 @@ def test_keep_existing_and_overwrite_choose_the_write_mode(store, sandbox, capsy
     assert "would send 6, unchanged 0" in capsys.readouterr().out
 
 
-def test_nothing_landed_is_one_clear_error(store, sandbox, capsys):
+def test_nothing_landed_is_one_clear_error(store, sandbox, ajour_account, capsys):
     from tillflow.cli import main
 
-    _account(store, sandbox)
+    ajour_account(http=FAST)
     assert main(["replay", "cafe_nord", "--from", "2026-11-17", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "nothing landed for cafe_nord revenue in 2026-11-17" in err and "never calls the POS" in err

@@ -477,6 +477,23 @@ def test_activity_counters_are_set_not_added_across_a_task_retry(store):
     assert store.last_runs(INTEGRATION)[account.id]["run_id"] == "run1"
 
 
+def test_activity_filters_by_integration_account_and_flow_and_limit_gives_the_newest_first(store):
+    nord = add_account(store)
+    sud = add_account(store, "bar-sud")
+    other = add_account(store, "bar-nord", integration="other_flow")
+    w = Window(D1, D1)
+    started = [("r1", nord, "revenue"), ("r2", sud, "revenue"), ("r3", nord, "clock"), ("r4", other, "revenue")]
+    for run, account, flow in started:
+        store.activity_start(account.integration, run, account.id, flow, w)
+    assert [r["run_id"] for r in store.activity()] == ["r1", "r2", "r3", "r4"]  # oldest first
+    assert [r["run_id"] for r in store.activity(integration=INTEGRATION, limit=10)] == ["r3", "r2", "r1"]
+    assert [r["run_id"] for r in store.activity(integration=INTEGRATION, limit=2)] == ["r3", "r2"]
+    assert [r["run_id"] for r in store.activity(account_key="bar-nord", limit=10)] == ["r4", "r3", "r1"]
+    assert [r["run_id"] for r in store.activity(account_key="bar-nord", flow="revenue", limit=10)] == ["r4", "r1"]
+    only_other = store.activity(account_key="bar-nord", integration="other_flow")
+    assert [(r["run_id"], r["integration"]) for r in only_other] == [("r4", "other_flow")]
+
+
 def test_activity_update_refuses_unknown_counters(store):
     account = add_account(store)
     store.activity_start(INTEGRATION, "run1", account.id, "revenue", None)

@@ -742,18 +742,55 @@ class Store(RunStateMixin):
                 params,
             )
 
-    def activity(self, *, run_id: str | None = None, account_id: int | None = None) -> list[dict[str, Any]]:
+    def activity(
+        self,
+        *,
+        run_id: str | None = None,
+        account_id: int | None = None,
+        integration: str | None = None,
+        account_key: str | None = None,
+        flow: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Activity rows with the account's key, name and integration. Without ``limit``: oldest first (a run's
+        story); with ``limit``: the newest ``limit`` rows, newest first (the CLI's log)."""
+        order = "a.started_at DESC, a.id DESC LIMIT %(n)s" if limit is not None else "a.started_at, a.id"
         rows = self.conn.execute(
-            """
-            SELECT a.*, acc.account_key, acc.name FROM tillflow.activity a
+            f"""
+            SELECT a.*, acc.account_key, acc.name, acc.integration FROM tillflow.activity a
               JOIN tillflow.accounts acc ON acc.id = a.account_id
              WHERE (%(r)s::text IS NULL OR a.run_id = %(r)s) AND (%(a)s::bigint IS NULL OR a.account_id = %(a)s)
-             ORDER BY a.started_at, a.id
+               AND (%(i)s::text IS NULL OR acc.integration = %(i)s)
+               AND (%(k)s::text IS NULL OR acc.account_key = %(k)s)
+               AND (%(f)s::text IS NULL OR a.flow = %(f)s)
+             ORDER BY {order}
             """,
-            {"r": run_id, "a": account_id},
+            {"r": run_id, "a": account_id, "i": integration, "k": account_key, "f": flow, "n": limit},
         ).fetchall()
         self.conn.commit()
         return rows
+
+    def record_reconciliation(self, run_id: str, account_id: int, integration: str, days: list[dict[str, Any]]) -> None:
+        """One row per checked day in ``tillflow.reconciliation`` (keys: kind, business_date, pos, target, diff,
+        status, detail); a re-check in the same run replaces the day's row."""
+        if not days:
+            return
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(
+                """
+                INSERT INTO tillflow.reconciliation (run_id, account_id, integration, kind, business_date, pos_total,
+                                                     target_total, diff, status, detail)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (run_id, account_id, kind, business_date) DO UPDATE
+                   SET pos_total = EXCLUDED.pos_total, target_total = EXCLUDED.target_total, diff = EXCLUDED.diff,
+                       status = EXCLUDED.status, detail = EXCLUDED.detail, checked_at = now()
+                """,
+                [
+                    (run_id, account_id, integration, d["kind"], d["business_date"], d["pos"], d["target"], d["diff"])
+                    + (d["status"], d["detail"][:2000])
+                    for d in days
+                ],
+            )
 
     def snapshot(self, account_id: int) -> dict[str, Any]:
         """Everything an account has in the store except the activity log (tests: a re-run changes nothing)."""
