@@ -65,7 +65,7 @@ log = logging.getLogger("tillflow.http")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 #: statuses that mean "rejected before processing": safe to retry even for a non-idempotent call
-_NOT_PROCESSED_STATUSES = frozenset({429, 503})
+_NOT_PROCESSED_STATUSES = frozenset({408, 429, 503})
 _SNIPPET = 200
 
 
@@ -94,7 +94,7 @@ class HttpPolicy:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     jitter: bool = True
-    retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+    retry_statuses: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
     max_retry_after: float = 120.0
     rate_per_second: float | None = None
     burst: int = 1

@@ -40,11 +40,12 @@ def format_validation_error(exc: ValidationError, *, where: str) -> str:
     """One line per problem: ``<where>: <field.path>: <message> (got <value>)``."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
         msg = err["msg"].removeprefix("Value error, ")
+        # a model-level rule names its field itself ("flows: duplicate flow name(s) …"): no "(root)" before it
+        loc = ".".join(str(p) for p in err["loc"]) or ("" if re.match(r"[\w.]+: ", msg) else "(root)")
         got = err.get("input")
         shown = "" if isinstance(got, dict | list) or "got " in msg or repr(got) in msg else f" (got {got!r})"
-        lines.append(f"{where + ': ' if where else ''}{loc}: {msg}{shown}")
+        lines.append(f"{where + ': ' if where else ''}{loc + ': ' if loc else ''}{msg}{shown}")
     return "\n".join(lines)
 
 
@@ -387,6 +388,17 @@ class AccountSettings(_Strict):
                     f"run_time: {self.run_time:%H:%M} {self.timezone} is {at_dag:%H:%M} {spec.timezone} "
                     f"on {day}, when {spec.integration} does not tick ({flow.schedule})"
                 )
+
+    def pause_reasons(self, spec: IntegrationSpec) -> dict[str, str]:
+        """Per flow of ``spec``: why it does not run for this account (``""``: it runs) — the account is paused,
+        or the flow is switched off in its settings (``flows.<flow>.enabled: false``)."""
+        if not self.active:
+            return {f.name: "account is paused" for f in spec.flows}
+        return {
+            f.name: "flow is off for this account" if (self.flows.get(f.settings_key) or {}).get("enabled") is False
+            else ""
+            for f in spec.flows
+        }  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude_none=True)

@@ -147,6 +147,37 @@ def flow_window(
 MAX_CATCH_UP_DAYS = 31
 
 
+def missed_run_times(settings: AccountSettings, after: datetime, before: datetime) -> list[datetime]:
+    """The account's run times (its local time on its weekdays) strictly between ``after`` (the run time
+    last served) and ``before`` (the one served now), at most ``MAX_CATCH_UP_DAYS`` back — the runs that
+    never happened (the scheduler was down over several of them)."""
+    zone = ZoneInfo(settings.timezone)
+    first = max(_aware(after), _aware(before) - timedelta(days=MAX_CATCH_UP_DAYS)).astimezone(zone).date()
+    out, day = [], first
+    while day <= _aware(before).astimezone(zone).date():
+        when = datetime.combine(day, settings.run_time, tzinfo=zone)
+        if WEEKDAYS[day.weekday()] in settings.weekdays and after < when < before:
+            if not (settings.start_date and day < settings.start_date):
+                out.append(when)
+        day += timedelta(days=1)
+    return out
+
+
+def run_time_window(
+    strategy: str, flow, settings: AccountSettings, due_at: datetime, *, last_due_at: datetime | None
+) -> Window | None:
+    """The window of an ``account_run_time`` flow served for ``due_at``: its own window, widened to cover the
+    windows of run times missed since ``last_due_at`` — two run times missed in a row lose no day."""
+    window = flow_window(strategy, flow, settings, due_at)
+    if window is None or last_due_at is None:
+        return window
+    missed = missed_run_times(settings, last_due_at, due_at)
+    earlier = flow_window(strategy, flow, settings, missed[0]) if missed else None
+    if earlier is not None and earlier.start < window.start:
+        return clip(Window(earlier.start, window.end), settings)
+    return window
+
+
 @dataclass(frozen=True)
 class DueAt:
     """Whether an account's flow runs on a tick, why, and the due time it serves (``None``: not due)."""

@@ -203,6 +203,34 @@ def test_a_missed_run_time_is_caught_up_at_the_next_tick_once(store, accounts):
     assert later.not_run["a-daily"] == "runs at 07:00, tick is 10:00"
 
 
+def test_several_missed_run_times_in_a_row_lose_no_day(store, accounts):
+    """The scheduler was down from Tuesday 08:00 to Friday 09:00: Wednesday's, Thursday's and Friday's run times
+    never ran. The catch-up tick serves Friday's, with a window that also covers what Wednesday's and
+    Thursday's would have fetched — with lookback 1, Tuesday and Wednesday would otherwise be lost."""
+    daily = store.upsert_account(
+        SPEC.integration, "j-lookback-1", name="J", conn_id="ajour_j",
+        settings=parse_settings({"run_time": "07:00", "lookback_days": 1}, spec=SPEC),
+    )  # fmt: skip
+    _known_since(store, daily, datetime(2026, 11, 1, tzinfo=UTC))
+    tuesday_0700 = datetime(2026, 11, 17, 6, 0, tzinfo=UTC)
+    store.flow_success(daily.id, "revenue", due_at=tuesday_0700, window=None, run_id="tue")
+    _known_since(store, accounts["b-fridays"], datetime(2026, 11, 1, tzinfo=UTC))
+    store.flow_success(
+        accounts["b-fridays"].id, "revenue", due_at=datetime(2026, 11, 13, 6, 0, tzinfo=UTC), window=None, run_id="f"
+    )
+    result = plan(store, SPEC, logical_date=datetime(2026, 11, 20, 8, 0, tzinfo=UTC), params=RunParams(), manual=False)
+    j = next(i for i in result.items if i.account_key == "j-lookback-1")
+    assert (j.window_start, j.window_end, j.due_at) == (date(2026, 11, 17), THU, FRIDAY_0700_CPH)
+    # a weekday the account does not run on is not a missed run time: Friday-only still fetches Thursday
+    b = next(i for i in result.items if i.account_key == "b-fridays")
+    assert (b.window_start, b.window_end) == (THU, THU)
+    # and on an ordinary day (yesterday's run time served) the window is the plain lookback
+    store.flow_success(daily.id, "revenue", due_at=FRIDAY_0700_CPH, window=None, run_id="fri")
+    saturday = plan(store, SPEC, logical_date=datetime(2026, 11, 21, 6, tzinfo=UTC), params=RunParams(), manual=False)
+    j = next(i for i in saturday.items if i.account_key == "j-lookback-1")
+    assert (j.window_start, j.window_end) == (date(2026, 11, 20), date(2026, 11, 20))
+
+
 def test_a_failed_run_stays_due_until_it_succeeds(store, accounts):
     _known_since(store, accounts["a-daily"], datetime(2026, 11, 1, tzinfo=UTC))
     store.set_flow_status(accounts["a-daily"].id, "revenue", "failing", "HTTP 503")
@@ -276,3 +304,19 @@ def test_plan_run_shards_and_writes_the_work_list(store, accounts):
         "C-Late (c-late) 2026-11-17..2026-11-19",
     ]
     assert named.not_run == {"e-paused": "paused"}
+
+
+def test_a_manual_run_naming_more_accounts_than_the_per_account_limit_is_sharded():
+    from tillflow.sync import PER_ACCOUNT_LIMIT, assign_shards
+
+    def items(n):
+        return [WorkItem(i, f"acc-{i:04d}", f"Acc {i}", "revenue", THU, THU, "keep_manual") for i in range(n)]
+
+    few = assign_shards(items(3), SPEC, per_account=True)
+    assert [s["label"] for s in few] == [f"Acc {i} (acc-{i:04d}) 2026-11-19..2026-11-19" for i in range(3)]
+    many = items(PER_ACCOUNT_LIMIT + 1)
+    shards = assign_shards(many, SPEC, per_account=True)
+    assert len(shards) <= SPEC.execution.max_shards < PER_ACCOUNT_LIMIT
+    assert all(s["label"].startswith("shard ") for s in shards)
+    assert sum(s["accounts"] for s in shards) == PER_ACCOUNT_LIMIT + 1
+    assert {i.shard for i in many} == {s["shard"] for s in shards}

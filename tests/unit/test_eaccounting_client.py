@@ -341,3 +341,28 @@ def test_from_connection_checks_the_fields():
         EaccountingClient.from_connection(ConnectionInfo(conn_id="ea", login="app", password="ert-x"))
     with pytest.raises(ConfigError, match="password"):
         EaccountingClient.from_connection(ConnectionInfo(conn_id="ea", login="app", extra={"client_secret": "s"}))
+
+
+def test_an_article_with_a_bad_price_or_stock_is_a_reject_naming_the_field_and_the_rest_parse():
+    import json
+    from decimal import Decimal
+
+    from tillflow.records import RawPage
+    from tillflow.sources.eaccounting_articles import EaccountingArticles
+
+    articles = [
+        {"Number": "A1", "Name": "Cola", "NetPrice": 1.65, "GrossPrice": 2.0, "StockBalanceAvailable": 12},
+        {"Number": "A2", "Name": "Bier", "NetPrice": "abc", "GrossPrice": 3.5},
+        {"Number": "A3", "Name": "Wijn", "NetPrice": 5, "StockBalanceAvailable": "lots"},
+    ]
+    page = RawPage(flow="products", request={}, body=json.dumps({"articles": articles}).encode())
+    records, rejects = EaccountingArticles(client=type("C", (), {"http": None})()).parse(page)
+    assert records == [
+        {"sku": "A1", "name": "Cola", "price_excl": "1.65", "price_incl": "2.00"}
+        | {"active": True, "stock_available": "12"}
+    ]
+    assert Decimal(records[0]["price_incl"]) == Decimal("2.00")
+    assert [(r.ref, r.reason) for r in rejects] == [
+        ("article A2", "article A2: NetPrice: not a decimal amount: 'abc'"),
+        ("article A3", "article A3: StockBalanceAvailable: not a quantity: 'lots'"),
+    ]

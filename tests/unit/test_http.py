@@ -200,6 +200,23 @@ def test_non_idempotent_call_is_not_repeated_when_outcome_unknown(server, client
     assert client().request("POST", "/orders", json={"id": 1}).status_code == 201
 
 
+def test_408_is_a_timeout_retried_even_for_a_post(server, client, sleeps):
+    server.respond(408, b"request timeout").respond(201)
+    assert client().request("POST", "/orders", json={"id": 1}).status_code == 201
+    assert [s["method"] for s in server.seen] == ["POST", "POST"]
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"),
+    [(400, True), (404, True), (422, True), (408, False), (409, False), (429, False), (500, False), (503, False)],
+)
+def test_only_client_errors_the_vendor_would_answer_again_are_permanent(status, permanent):
+    from tillflow.errors import RemoteError, is_permanent
+
+    err = RemoteError(f"HTTP {status}", status=status)
+    assert err.permanent is permanent and is_permanent(err) is permanent
+
+
 # ----------------------------------------------------------------------------------- non-retryable
 
 

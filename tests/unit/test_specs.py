@@ -86,7 +86,7 @@ def test_all_tags_adds_the_derived_tags_when_the_spec_lists_none(tmp_path):
         (_flow(lookback_days={"default": 40, "max": 31}), "flows.0.lookback_days", "min <= default <= max"),
         (_flow(lookback_days={"default": 3, "max": 31, "step": 1}), "flows.0.lookback_days.step", "Extra inputs"),
         (_flow(colour="blue"), "flows.0.colour", "Extra inputs"),
-        ({"flows": [_flow()["flows"][0]] * 2}, "(root)", "duplicate flow name(s) revenue"),
+        ({"flows": [_flow()["flows"][0]] * 2}, "flows", "duplicate flow name(s) revenue"),
         ({"owners": ["not-an-email"]}, "owners.0", "email"),
     ],
 )
@@ -326,3 +326,21 @@ def test_a_flow_kind_declares_what_the_platform_needs():
         "settings": ["enabled", "notify_email", "vat"],
     }
     assert get_kind("revenue_hourly").describe()["windows"] == ["open_day", "closed_days"]
+
+
+def test_every_flow_kind_names_a_record_model_of_its_own():
+    from pydantic import BaseModel
+    from tillflow.flows import get_kind, kind_names
+
+    records = {name: get_kind(name).record for name in kind_names()}
+    assert {n: r.__name__ for n, r in records.items()} == {
+        "revenue": "RevenueLine",
+        "revenue_hourly": "RevenueLine",
+        "clock_times": "ShiftRecord",
+        "ledger": "SaleOrder",
+        "orders": "CcvOrder",
+        "products": "ArticleRecord",
+        "stock": "ArticleRecord",
+    }
+    for name, record in records.items():
+        assert issubclass(record, BaseModel) and record is not get_kind(name).settings_model, name

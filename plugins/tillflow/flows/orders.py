@@ -26,6 +26,7 @@ from tillflow.errors import RemoteError
 from tillflow.field_mapper import apply, apply_row, check
 from tillflow.flows.base import FlowKind
 from tillflow.records import Reject
+from tillflow.sources.ccv import CcvOrder
 
 CENT = Decimal("0.01")
 
@@ -73,7 +74,7 @@ def _hash(doc: dict) -> str:
 
 class Orders(FlowKind):
     name: ClassVar[str] = "orders"
-    record = OrdersSettings  # records are the source's plain order dicts (CcvOrder)
+    record = CcvOrder  # parsed into this model, carried as its JSON dict (landed pages replay the same)
     table: ClassVar[str] = "documents"
     key: ClassVar[tuple[str, ...]] = ("flow", "doc_key")
     windows = ("closed_days", "open_day")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr
 
 from tillflow.errors import DeliveryRefused, RemoteError
 from tillflow.flows.base import FlowKind
+from tillflow.records import ArticleRecord
 
 FLOW_OBJECTS = "products"
 
@@ -41,7 +42,7 @@ def _hash(doc: dict) -> str:
 
 class Products(FlowKind):
     name: ClassVar[str] = "products"
-    record = ProductsSettings  # records are the source's plain article dicts
+    record = ArticleRecord  # parsed into this model, carried as its JSON dict
     table: ClassVar[str] = "documents"
     key: ClassVar[tuple[str, ...]] = ("flow", "doc_key")
     windows = ("snapshot",)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr
 
 from tillflow.errors import DeliveryRefused
 from tillflow.flows.base import FlowKind
+from tillflow.records import ArticleRecord
 
 
 class StockSettings(BaseModel):
@@ -37,7 +38,7 @@ def target_stock(available: Decimal, reserved: Decimal, mode: str) -> Decimal:
 
 class Stock(FlowKind):
     name: ClassVar[str] = "stock"
-    record = StockSettings  # records are the source's plain article dicts
+    record = ArticleRecord  # parsed into this model, carried as its JSON dict
     table: ClassVar[str] = "documents"
     key: ClassVar[tuple[str, ...]] = ("flow", "doc_key")
     windows = ("snapshot",)

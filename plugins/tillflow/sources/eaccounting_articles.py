@@ -11,7 +11,9 @@ import json
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from tillflow.records import RawPage, RefItem, Reject
+from pydantic import ValidationError
+
+from tillflow.records import ArticleRecord, RawPage, RefItem, Reject
 from tillflow.sources.base import ConnectionInfo, SourceClient, Window
 
 
@@ -62,14 +64,21 @@ class EaccountingArticles(SourceClient):
                     )
                 )
                 continue
-            records.append(
-                {
-                    "sku": str(number),
-                    "name": str(a["Name"]),
-                    "price_excl": str(a.get("NetPrice") or "0"),
-                    "price_incl": str(a.get("GrossPrice") or a.get("NetPrice") or "0"),
-                    "active": bool(a.get("IsActive", True)),
-                    "stock_available": str(a.get("StockBalanceAvailable") or a.get("StockBalance") or "0"),
-                }
-            )
+            try:
+                record = ArticleRecord(
+                    sku=str(number),
+                    name=str(a["Name"]),
+                    price_excl=a.get("NetPrice") or "0",
+                    price_incl=a.get("GrossPrice") or a.get("NetPrice") or "0",
+                    active=bool(a.get("IsActive", True)),
+                    stock_available=a.get("StockBalanceAvailable") or a.get("StockBalance") or "0",
+                )
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                fields = {"price_excl": "NetPrice", "price_incl": "GrossPrice"}
+                field = fields.get(err["loc"][0], "StockBalanceAvailable")
+                reason = f"article {number}: {field}: {err['msg'].removeprefix('Value error, ')}"
+                rejects.append(Reject(reason=reason, payload={"article": str(a)[:500]}, ref=f"article {number}"))
+                continue
+            records.append(record.model_dump(mode="json"))
         return records, rejects

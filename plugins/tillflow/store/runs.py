@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-#: worst first: an account's summary status is the worst over its flows
-STATUS_ORDER = ("auth_failed", "failing", "needs_mapping", "paused", "ok")
+#: worst first: an account's summary status is the worst over its flows — ``paused`` last, so an account with one
+#: flow switched off is summarised by the flows that run, and is ``paused`` only when every flow is
+STATUS_ORDER = ("auth_failed", "failing", "needs_mapping", "ok", "paused")
 #: what a shard (and its retry) still has to do
 UNFINISHED = ("pending", "running")
 
@@ -106,6 +107,30 @@ class RunStateMixin:
             )
             self._summarise_status(account_id)
 
+    def set_paused(self, account_id: int, reasons: dict[str, str]) -> None:
+        """Pausing is a status too: each flow with a reason (account paused, flow switched off) becomes ``paused``
+        with it; a paused flow whose reason is gone becomes ``ok`` until its next run says otherwise (that run
+        checks mapping and credentials again). Other statuses of running flows are left alone."""
+        with self.conn.transaction():
+            for flow, reason in reasons.items():
+                if reason:
+                    self.conn.execute(
+                        """
+                        INSERT INTO tillflow.flow_state (account_id, flow, status, status_detail)
+                        VALUES (%s, %s, 'paused', %s)
+                        ON CONFLICT (account_id, flow) DO UPDATE
+                           SET status = 'paused', status_detail = EXCLUDED.status_detail, updated_at = now()
+                        """,
+                        (account_id, flow, reason),
+                    )
+                else:
+                    self.conn.execute(
+                        "UPDATE tillflow.flow_state SET status = 'ok', status_detail = '', updated_at = now()"
+                        " WHERE account_id = %s AND flow = %s AND status = 'paused'",
+                        (account_id, flow),
+                    )
+            self._summarise_status(account_id)
+
     def flow_success(
         self, account_id: int, flow: str, *, due_at: datetime | None, window: Any, run_id: str | None
     ) -> None:
@@ -185,18 +210,6 @@ class RunStateMixin:
         ).fetchall()
         self.conn.commit()
         return rows
-
-    def set_flow_cursor(self, account_id: int, flow: str, cursor: Any) -> None:
-        from psycopg.types.json import Jsonb
-
-        with self.conn.transaction():
-            self.conn.execute(
-                """
-                INSERT INTO tillflow.flow_state (account_id, flow, cursor) VALUES (%s, %s, %s)
-                ON CONFLICT (account_id, flow) DO UPDATE SET cursor = EXCLUDED.cursor, updated_at = now()
-                """,
-                (account_id, flow, Jsonb(cursor)),
-            )
 
     def _summarise_status(self, account_id: int) -> None:
         order = "CASE f.status " + " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(STATUS_ORDER)) + " END"
