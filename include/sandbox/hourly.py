@@ -110,7 +110,7 @@ class KassatellenApp(VendorApp):
         self.logins = 0
 
     def _user(self, name: str) -> dict:
-        return self.users.setdefault(name, {"extra_groups": [], "bad_rows": [], "bump": {}})
+        return self.users.setdefault(name, {"extra_groups": [], "bad_rows": [], "stray_rows": [], "bump": {}})
 
     def state(self) -> dict:
         return {"users": self.users, "token_ttl": self.token_ttl, "logins": self.logins}
@@ -218,6 +218,7 @@ class KassatellenApp(VendorApp):
             u = self._user(user)
             bump = dict(u["bump"])
             bad = [r for r in u["bad_rows"] if start <= parse_instant(r["hourStart"], "hourStart") < end]
+            bad += u["stray_rows"]  # a POS that ignores the asked span: these come with every answer
         rows = []
         now = dt.datetime.fromtimestamp(self.clock(), UTC)
         for i in range(hours):
@@ -271,8 +272,8 @@ class KassatellenApp(VendorApp):
             with self.lock:
                 return json_response(200, _jsonable(self._user(user)))
         body = req.json()
-        if not isinstance(body, dict) or set(body) - {"extra_groups", "bad_rows", "bump"}:
-            raise BadRequest("body: an object with extra_groups, bad_rows and/or bump")
+        if not isinstance(body, dict) or set(body) - {"extra_groups", "bad_rows", "stray_rows", "bump"}:
+            raise BadRequest("body: an object with extra_groups, bad_rows, stray_rows and/or bump")
         with self.lock:
             u = self._user(user)
             if "extra_groups" in body:
@@ -285,12 +286,13 @@ class KassatellenApp(VendorApp):
                 u["extra_groups"] = [
                     {"id": g["id"], "name": g["name"], "vatRate": g.get("vatRate", 21)} for g in groups
                 ]
-            if "bad_rows" in body:
-                if not isinstance(body["bad_rows"], list):
-                    raise BadRequest("'bad_rows': a list of rows")
-                for r in body["bad_rows"]:
-                    parse_instant(r.get("hourStart"), "bad_rows.hourStart")
-                u["bad_rows"] = list(body["bad_rows"])
+            for name in ("bad_rows", "stray_rows"):
+                if name in body:
+                    if not isinstance(body[name], list) or not all(isinstance(r, dict) for r in body[name]):
+                        raise BadRequest(f"'{name}': a list of rows")
+                    for r in body[name]:
+                        parse_instant(r.get("hourStart"), f"{name}.hourStart")
+                    u[name] = list(body[name])
             if "bump" in body:  # [{"group": 11, "hourStart": "...Z", "amount": "1.00"}]: a late POS correction
                 for b in body["bump"]:
                     key = (int(b["group"]), parse_instant(b["hourStart"], "bump.hourStart"))

@@ -52,7 +52,9 @@ Control (besides the base ``/_sandbox/reset|faults|config|requests|state``):
   ``"add_orders"``/``"add_payments"``/``"add_closings"`` (raw objects, served as given — bad ones too),
   ``"modify_orders": {"<order id>": {field: value}}`` (merged over the order; ``lines`` without
   ``totalIncl`` recomputes the total; ``updatedAt`` moves on; payments of a generated order follow its
-  new total), ``"cancel_orders": ["<order id>"]`` and
+  new total), ``"cancel_orders": ["<order id>"]``,
+  ``"recount_closings": {"<closing id>": {"<method>": "<counted>"}}`` (a closing's counted amounts corrected
+  afterwards; its expected amounts stay) and
   ``"bad_records": [kind, ...]`` with kinds ``lines_not_adding_up``, ``unknown_vat_rate`` (7 %),
   ``unknown_payment_method`` ("bitcoin"), ``closing_unknown_register`` ("R9"), ``customer_without_email``,
   ``customer_without_name``, ``malformed_amount`` ("12,34,5") and ``missing_field`` (an order without
@@ -96,7 +98,7 @@ CUSTOMERS = [
     {"id": "C001", "name": "Boulangerie Martin", "email": "compta@martin.fr"},
     {"id": "C002", "name": "Hôtel du Parc", "email": "factures@hotelduparc.fr"},
     {"id": "C003", "name": "Mairie de Saint-Rémy", "email": "finances@saint-remy.fr"},
-    {"id": "C004", "name": "Association Les Amis", "email": None},
+    {"id": "C004", "name": "Association Les Amis", "email": "tresorier@lesamis.fr"},
 ]
 DEFAULT_ORDERS_PER_DAY = 12
 MAX_ORDERS_PER_DAY = 100_000
@@ -110,7 +112,15 @@ BAD_KINDS = (
     "malformed_amount",
     "missing_field",
 )
-_DAY_KEYS = {"add_orders", "add_payments", "add_closings", "modify_orders", "cancel_orders", "bad_records"}
+_DAY_KEYS = {
+    "add_orders",
+    "add_payments",
+    "add_closings",
+    "modify_orders",
+    "cancel_orders",
+    "recount_closings",
+    "bad_records",
+}
 _SALES_PARAMS = frozenset({"idboutique", "key", "d", "m", "y", "formatExport"})
 
 
@@ -140,8 +150,6 @@ def generated_order(login: str, day: dt.date, n: int) -> dict:
         label, rate, unit = rng.choice(CATALOGUE)
         lines.append(_line(label, rng.randint(1, 3), unit, rate))
     customer = dict(rng.choice(CUSTOMERS)) if rng.random() < 0.3 else None
-    if customer is not None and customer["email"] is None:
-        customer.pop("email")
     at = dt.datetime.combine(day, dt.time(8)) + dt.timedelta(seconds=rng.randint(0, 12 * 3600))
     return {
         "id": f"{day:%Y%m%d}-{n:04d}",
@@ -261,7 +269,7 @@ class KashclickApp(VendorApp):
     def _changes(shop: dict, day: dt.date) -> dict:
         return shop["days"].setdefault(
             day.isoformat(),
-            {"orders": [], "payments": [], "closings": [], "modify": {}, "cancel": [], "bad": []},
+            {"orders": [], "payments": [], "closings": [], "modify": {}, "cancel": [], "recount": {}, "bad": []},
         )
 
     def state(self) -> dict:
@@ -315,7 +323,10 @@ class KashclickApp(VendorApp):
         for p in payments:
             if p.get("orderId") in cancelled:
                 p["status"] = "cancelled"
-        closings = self._closings(login, day, payments) + extra["closings"]
+        closings = [
+            self._recounted(c, changes["recount"].get(c.get("id")))
+            for c in self._closings(login, day, payments) + extra["closings"]
+        ]
         return {
             "result": "OK",
             "shopId": shop_id,
@@ -342,6 +353,16 @@ class KashclickApp(VendorApp):
         except ValueError:
             pass
         return new
+
+    @staticmethod
+    def _recounted(closing: dict, counted: dict | None) -> dict:
+        if not counted or not isinstance(closing.get("methods"), list):
+            return closing
+        methods = [
+            {**m, "counted": counted[m.get("method")]} if isinstance(m, dict) and m.get("method") in counted else m
+            for m in closing["methods"]
+        ]
+        return {**closing, "methods": methods}
 
     @staticmethod
     def _closings(login: str, day: dt.date, payments: list[dict]) -> list[dict]:
@@ -488,6 +509,8 @@ class KashclickApp(VendorApp):
                 for oid, patch in _plain(body.get("modify_orders", {})).items():
                     ch["modify"][oid] = {**ch["modify"].get(oid, {}), **patch}
                 ch["cancel"].extend(body.get("cancel_orders", []))
+                for cid, counted in _plain(body.get("recount_closings", {})).items():
+                    ch["recount"][cid] = {**ch["recount"].get(cid, {}), **counted}
                 ch["bad"].extend(body.get("bad_records", []))
             return json_response(200, self._settings(login))
 
@@ -499,6 +522,11 @@ class KashclickApp(VendorApp):
         mods = body.get("modify_orders", {})
         if not isinstance(mods, dict) or not all(isinstance(v, dict) for v in mods.values()):
             raise BadRequest("'modify_orders' must be an object {order id: {field: value}}")
+        recount = body.get("recount_closings", {})
+        if not isinstance(recount, dict) or not all(
+            isinstance(v, dict) and all(isinstance(a, str) for a in v.values()) for v in recount.values()
+        ):
+            raise BadRequest("'recount_closings' must be an object {closing id: {method: counted amount string}}")
         cancel = body.get("cancel_orders", [])
         if not isinstance(cancel, list) or not all(isinstance(c, str) for c in cancel):
             raise BadRequest("'cancel_orders' must be a list of order ids")

@@ -45,6 +45,9 @@ Control (JSON over HTTP on the same server, never under a customer port):
 
 * ``POST /_sandbox/reset`` — forget customer changes, faults and the request log.
 * ``GET /_sandbox/state`` — ``{"today", "customers": {port: changes}, "faults"}``.
+* ``POST /_sandbox/clock`` ``{"now": "2026-03-03T14:00:00+01:00"}`` — pin the stand-in's "now" (what
+  "today", hours begun, open shifts and shifts that began are judged by) to that instant until
+  ``{"now": null}`` or a reset; ``GET`` → ``{"now", "pinned"}``. Without it: the real clock.
 * ``GET /_sandbox/requests`` — ``[{"operation", "port", "status", "fault", "ts"}]`` (no credentials).
 * ``POST /_sandbox/faults`` ``{"rate_5xx": 0.2, "rate_timeout": 0.0, "timeout_seconds": 3,
   "malformed": false, "next_5xx": 0, "operations": ["getShifts"], "seed": 42}`` — on SOAP calls (the
@@ -450,6 +453,8 @@ class MplusStandIn:
     def __init__(self, clock=None) -> None:
         #: returns the current aware instant (tests may pin it)
         self.clock = clock or (lambda: dt.datetime.now(TZ))
+        #: "now" set over ``POST /_sandbox/clock`` (None: the clock above); cleared by reset
+        self.pinned: dt.datetime | None = None
         self.lock = threading.RLock()
         self.faults = Faults()
         self.log: deque = deque(maxlen=LOG_SIZE)
@@ -465,12 +470,27 @@ class MplusStandIn:
         with self.lock:
             self.log.clear()
             self.customers = {}
+            self.pinned = None
 
     def _changes(self, port: int) -> dict:
         return self.customers.setdefault(port, {"shifts": {}, "add_shifts": [], "add_employees": [], "turnover": {}})
 
     def now(self) -> dt.datetime:
-        return self.clock().astimezone(TZ)
+        pinned = self.pinned
+        return (pinned if pinned is not None else self.clock()).astimezone(TZ)
+
+    def set_clock(self, body: Any) -> dict:
+        """``{"now": "<ISO 8601 instant with offset>"}`` pins "now"; ``{"now": null}`` goes back to the clock."""
+        if not isinstance(body, dict) or set(body) != {"now"}:
+            raise BadRequest('give {"now": "<ISO 8601 instant with offset>"} or {"now": null}')
+        value = body["now"]
+        pinned = None if value is None else _parse_ts(value, "now")
+        with self.lock:
+            self.pinned = pinned
+        return self.clock_view()
+
+    def clock_view(self) -> dict:
+        return {"now": self.now().isoformat(), "pinned": self.pinned is not None}
 
     def state(self) -> dict:
         with self.lock:
@@ -779,6 +799,12 @@ class MplusStandIn:
                 return 200, {"ok": True}
             if sub == "state":
                 return (200, self.state()) if method == "GET" else (405, {"message": "use GET"})
+            if sub == "clock":
+                if method == "GET":
+                    return 200, self.clock_view()
+                if method != "POST":
+                    return 405, {"message": "use GET or POST"}
+                return 200, self.set_clock(_json_body(environ))
             if sub == "requests":
                 if method != "GET":
                     return 405, {"message": "use GET"}

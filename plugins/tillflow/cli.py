@@ -134,7 +134,7 @@ def cmd_accounts_add(args: argparse.Namespace, *, update: bool) -> int:
             try:
                 known = {i.key for i in client.reference_data().get("department", [])}
             finally:
-                client.http.close()
+                client.close()
             unknown = sorted(departments - known)
             if unknown:
                 raise ConfigError(
@@ -150,6 +150,7 @@ def cmd_accounts_add(args: argparse.Namespace, *, update: bool) -> int:
             or (existing.target_conn_id if existing else f"{spec.target}_{args.key}"),
             settings=settings,
         )
+        store.set_paused(account.id, settings.pause_reasons(spec))
     print(
         f"{'updated' if update else 'added'} {account.key} ({account.name}) for {spec.integration}: "
         f"{json.dumps(account.settings.to_json(), sort_keys=True)}"
@@ -164,7 +165,9 @@ def cmd_accounts_active(args: argparse.Namespace, *, active: bool) -> int:
         update: dict[str, Any] = {"active": active}
         if active and not account.settings.active:
             update["activated_at"] = datetime.now(UTC)  # a re-activation gets its own activation backfill
-        store.update_settings(account.id, account.settings.model_copy(update=update))
+        settings = account.settings.model_copy(update=update)
+        store.update_settings(account.id, settings)
+        store.set_paused(account.id, settings.pause_reasons(spec))
     print(f"{'resumed' if active else 'paused'} {account.key}")
     return 0
 
@@ -303,7 +306,7 @@ def _target_items(spec: IntegrationSpec, account, source_kind: str) -> dict[str,
     try:
         items = client.reference_data().get(_target_kind(spec, source_kind), [])
     finally:
-        client.http.close()
+        client.close()
     return {i.key: i.name for i in items}
 
 
@@ -318,14 +321,27 @@ def cmd_mappings_list(args: argparse.Namespace) -> int:
         try:
             listed = source.reference_data()
         finally:
-            source.http.close()
+            source.close()
         rules = {kind: store.mappings(account.id, kind) for kind in listed}
         settings = account.settings.flows
+    # a ledger flow posts through its chart of accounts (settings), not the mapping table
+    ledger = next((f.settings_key for f in spec.flows if f.kind == "ledger"), None)
+    chart = None
+    if ledger is not None:
+        from tillflow.posting import Chart
+
+        chart = Chart.model_validate((settings.get(ledger) or {}).get("chart") or {})
+        print(f"(mapped through the chart of accounts, settings flows.{ledger}.chart; not `mappings set`)")
     unmapped_total = 0
     for kind, items in listed.items():
-        print(f"{kind}s ({len(items)}):")
+        print(f"{_plural(kind)} ({len(items)}):")
         for item in items:
-            if kind == "cost_center":
+            if chart is not None:
+                state = chart.chapter(kind, item.key)
+                if state is None:
+                    unmapped_total += 1
+                    state = f"NOT IN THE CHART: add it to flows.{ledger}.chart (its events go to rejects)"
+            elif kind == "cost_center":
                 modes = {k: v for f in settings.values() for k, v in (f.get("cost_centers") or {}).items()}
                 state = f"→ department mode {modes.get(item.key, 'auto')} (flows.clock_times.cost_centers)"
             else:
@@ -399,7 +415,7 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
             state = "UNMAPPED: map it or mark it inactive"
         print(f"  {item.key:<10} {item.name:<30} {state}")
     shown = ", ".join(f"{t.key} {t.name}" for t in targets[:50]) + (" …" if len(targets) > 50 else "")
-    print(f"{spec.target} {target.mapping_kind}s: {shown}")
+    print(f"{spec.target} {_plural(target.mapping_kind)}: {shown}")
     for key in report.stale:
         print(f"  {key:<10} (mapped, but {spec.source} no longer lists it)")
     if not report.complete:
@@ -429,7 +445,7 @@ def _target_keys(spec: IntegrationSpec, account) -> set[str]:
     try:
         return {item.key for item in client.test_connection()}
     finally:
-        client.http.close()
+        client.close()
 
 
 def _check_target_keys(spec: IntegrationSpec, store, entries, accounts, *, check: bool) -> list[str]:
@@ -527,8 +543,11 @@ def cmd_revenue_list(args: argparse.Namespace) -> int:
 
 
 def cmd_revenue_delete(args: argparse.Namespace) -> int:
-    """Undo a hand-entered or imported value: the key goes back to what the POS says (0 until it says more)."""
+    """Undo a hand-entered or imported value: the key takes back what the POS says, mapped again from the pages
+    landed for that day (the POS is not called). Refused when the value reached the target and nothing landed
+    for the day: run a manual sync for it first."""
     from tillflow.manual_revenue import parse_hour
+    from tillflow.replay import landed_value
 
     spec = spec_for(args.integration)
     day = _parse_date(args.date, "date")
@@ -536,17 +555,36 @@ def cmd_revenue_delete(args: argparse.Namespace) -> int:
         account = store.get_account(spec.integration, args.key)
         s = account.settings
         hour = parse_hour(args.hour, day, s.timezone, s.business_day_cutoff) if args.hour else None
-        removed = store.delete_revenue_by_hand(account.id, args.target_key, day, hour=hour)
-    if not removed:
+        try:
+            pos = landed_value(store, spec, account, args.target_key, day, hour)
+        except TillflowError as exc:  # a POS key with data that day is unmapped now: its value is unknown
+            raise ConfigError(f"revenue: cannot tell what the POS says for {day}: {exc}") from None
+        outcome = store.delete_revenue_by_hand(account.id, args.target_key, day, hour=hour, pos_amount=pos)
+    what = f"{args.target_key} on {day}{'' if hour is None else ' hour ' + args.hour}"
+    if outcome is None:
+        raise ConfigError(f"revenue: no hand-entered value for {what} of {account.key}")
+    if outcome == "kept":
+        dag_id = next(iter(spec.dags()))
+        conf = json.dumps({"accounts": [account.key], "date_from": day.isoformat(), "date_to": day.isoformat()})
         raise ConfigError(
-            f"revenue: no hand-entered value for {args.target_key} on {day}"
-            f"{'' if hour is None else ' hour ' + args.hour} of {account.key}"
+            f"revenue: the hand value for {what} was sent to {spec.target} and nothing from the POS has landed "
+            f"for {day}, so there is no POS value to put back; nothing changed. Run a manual sync for that day "
+            f"first (airflow dags trigger {dag_id} -c '{conf}'; in write mode overwrite it replaces the hand value "
+            "itself), then delete it again"
         )
-    print(
-        f"deleted the hand value for {args.target_key} on {day}{'' if hour is None else ' ' + args.hour}; "
-        "the next run sends what the POS says"
-    )
+    if outcome == "restored":
+        print(
+            f"deleted the hand value for {what}; back to the POS value {pos} (from the pages landed for {day}), "
+            "which the next run sends"
+        )
+    else:
+        print(f"deleted the hand value for {what}; it was never sent, so nothing changes at {spec.target}")
     return 0
+
+
+def _plural(noun: str) -> str:
+    """``branch`` → ``branches``, ``location`` → ``locations`` (headings of the mapping lists)."""
+    return noun + ("es" if noun.endswith(("ch", "sh", "s", "x")) else "s")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -6,12 +6,24 @@ French chart of accounts (PCG):
 * **order** (journal ``sales_journal``, ``VT``): debit the customer account ``411`` with the order's total
   incl. VAT (naming the customer's external reference when the order has a customer); per VAT rate, credit
   the rate's sales account (``70x``) with the amount excl. VAT and the rate's VAT account (``4457x``) with
-  the VAT.
+  the VAT. A VAT line carries its rate (``vat_rate``): the target opens a missing VAT account with it.
 * **payment** (journal of the payment's register): debit the payment method's account (``530`` cash,
   ``511`` card…), credit ``411``.
-* **till closing** (journal of the closing's register): per payment method, counted < expected → debit
-  ``658`` (cash loss), credit the method's account; counted > expected → debit the method's account,
-  credit ``758`` (cash gain); nothing when equal. A method without a difference needs no account.
+* **till closing** (journal of the closing's register): one entry, ``closing:<id>``, holding
+
+  - the **global lines** Kash.click posts at closing: debit the general sales account ``general_sales``
+    (``700000``, not broken down by VAT), credit the general revenue account ``general_revenue``
+    (``700100``), each with the closing's **expected takings** — the sum of ``expected`` over its payment
+    methods, i.e. the register's validated payments of the day. What was counted is not the takings: the
+    difference is posted on its own lines below. Both defaults are class-70 accounts, so the pair leaves the
+    sales total (and the per-rate sales and VAT accounts the orders credit) unchanged; an account that wants
+    them elsewhere sets its own chapters;
+  - the **cash differences**, per payment method: counted < expected → debit ``658`` (cash loss), credit the
+    method's account; counted > expected → debit the method's account, credit ``758`` (cash gain); nothing
+    when equal. A method without a difference needs no account.
+
+  A closing with no takings and no difference has no entry. A closing whose counted cash is corrected later
+  gets a different entry: the outbox reverses the posted one and posts the new one.
 * :func:`reverse` swaps debits and credits (a cancelled or changed event already posted).
 
 A negative amount (a refund line, a refunded order) goes to the other side, so no line carries a
@@ -81,6 +93,10 @@ class Chart(BaseModel):
     )
     cash_loss: str = "658000"
     cash_gain: str = "758000"
+    #: till closing, global lines: debited with the closing's expected takings (not broken down by VAT)
+    general_sales: str = "700000"
+    #: till closing, global lines: credited with the same amount
+    general_revenue: str = "700100"
     sales_journal: str = "VT"
     #: register id → journal code
     registers: dict[str, str] = Field(default_factory=lambda: {"R1": "CA1", "R2": "CA2"})
@@ -121,6 +137,22 @@ class Chart(BaseModel):
             )
         return account
 
+    def chapter(self, kind: str, key: str) -> str | None:
+        """What the chart posts a source reference item to (``kind`` as the POS lists it: ``payment_method``,
+        ``register``, ``vat_rate``), e.g. ``"→ account 530000 (chart.payment_methods)"``; None when it has
+        nothing for it (posting would refuse the event)."""
+        if kind == "payment_method":
+            account = self.payment_methods.get(key)
+            return f"→ account {account} (chart.payment_methods)" if account else None
+        if kind == "register":
+            journal = self.registers.get(key)
+            return f"→ journal {journal} (chart.registers)" if journal else None
+        if kind == "vat_rate":
+            rate = rate_key(key)
+            sales, vat = self.sales.get(rate), self.vat.get(rate)
+            return f"→ sales {sales}, VAT {vat} (chart.sales, chart.vat)" if sales and vat else None
+        return None
+
     def register_journal(self, register_id: str, where: str) -> str:
         journal = self.registers.get(register_id)
         if not journal:
@@ -131,14 +163,21 @@ class Chart(BaseModel):
         return journal
 
 
-def _side(account: str, label: str, amount: Decimal, *, debit: bool, customer: str | None = None) -> LedgerLine:
+def _side(
+    account: str,
+    label: str,
+    amount: Decimal,
+    *,
+    debit: bool,
+    customer: str | None = None,
+    vat_rate: Decimal | None = None,
+) -> LedgerLine:
     """A line for ``amount`` on the debit (or credit) side; a negative amount goes to the other side."""
     amount = round_half_up(amount)
     if amount < 0:
         amount, debit = -amount, not debit
-    if debit:
-        return LedgerLine(account=account, label=label, debit=amount, customer=customer)
-    return LedgerLine(account=account, label=label, credit=amount, customer=customer)
+    side = {"debit": amount} if debit else {"credit": amount}
+    return LedgerLine(account=account, label=label, customer=customer, vat_rate=vat_rate, **side)
 
 
 def _checked(entry: LedgerEntry) -> LedgerEntry:
@@ -185,7 +224,8 @@ def order_entry(order: SaleOrder, chart: Chart) -> LedgerEntry:
         if excl:
             lines.append(_side(chart.sales_account(rate, where), f"{label} sales {key} %", excl, debit=False))
         if vat:
-            lines.append(_side(chart.vat_account(rate, where), f"{label} VAT {key} %", vat, debit=False))
+            account = chart.vat_account(rate, where)
+            lines.append(_side(account, f"{label} VAT {key} %", vat, debit=False, vat_rate=rate))
     return _checked(
         LedgerEntry(
             event_key=f"order:{order.order_id}",
@@ -224,8 +264,14 @@ def payment_entry(payment: SalePayment, chart: Chart) -> LedgerEntry:
     )
 
 
+def closing_takings(closing: TillClosing) -> Decimal:
+    """The amount of a closing's global lines: its expected takings, summed over its payment methods."""
+    return sum(closing.expected.values(), ZERO)
+
+
 def closing_entries(closing: TillClosing, chart: Chart) -> list[LedgerEntry]:
-    """The cash differences of a till closing: one entry (all methods with a difference), or none.
+    """The entry of a till closing: the global lines (expected takings, general sales → general revenue),
+    then the cash differences; one entry, or none when there are no takings and no difference.
 
     :raises PostingError: a register with no journal (always checked), a method with a difference and no account.
     """
@@ -233,6 +279,13 @@ def closing_entries(closing: TillClosing, chart: Chart) -> list[LedgerEntry]:
     journal = chart.register_journal(closing.register_id, where)
     label = f"Till closing {closing.closing_id} ({closing.register_id})"
     lines: list[LedgerLine] = []
+    takings = closing_takings(closing)
+    if takings:
+        text = f"{label} takings"
+        lines += [
+            _side(chart.general_sales, text, takings, debit=True),
+            _side(chart.general_revenue, text, takings, debit=False),
+        ]
     for method in sorted(set(closing.expected) | set(closing.counted)):
         diff = closing.counted.get(method, ZERO) - closing.expected.get(method, ZERO)
         if diff == 0:
@@ -261,6 +314,7 @@ def reverse(entry: LedgerEntry, *, on: date | None = None) -> LedgerEntry:
             debit=line.credit,
             credit=line.debit,
             customer=line.customer,
+            vat_rate=line.vat_rate,
         )
         for line in entry.lines
     ]

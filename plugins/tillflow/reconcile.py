@@ -9,7 +9,9 @@ reconcile run costs the target's read endpoints only):
   business day over the account's target keys (and hours): the POS's revenue after mapping and VAT choice,
   with any value entered by hand in tillflow in place of the POS's for its key and day;
 * ledger (Pennylane): the live entry of each source event in the outbox (its latest revision, not reversed;
-  posted or not) — the day's total is the sum of the entries' debits, i.e. the source events' totals.
+  posted or not) — the day's total is the sum of the entries' debits: each order's total, each payment, and
+  each till closing's expected takings (its global lines) plus its cash differences. The target side sums the
+  same debits of the same entries, so a closing's global lines count once on each side, never as sales.
 
 **Target side** — read back through the target client's public API (``read_revenue``: Planday ``GET
 /revenue/v1.0/revenue``, Eitje ``GET /open_api/revenue_groups/revenues``, Shiftbase ``GET /team_days``;

@@ -57,6 +57,34 @@ class RevenueLine(Record):
         return self.amount_incl if vat == "incl" else self.amount_excl
 
 
+class ArticleRecord(Record):
+    """One article of the accounting system's register (eAccounting): what the products and stock flows carry to
+    the POS. Prices are money (2 dp); the available stock is a plain quantity."""
+
+    sku: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    price_excl: Decimal
+    price_incl: Decimal
+    active: bool = True
+    stock_available: Decimal
+
+    @field_validator("price_excl", "price_incl", mode="before")
+    @classmethod
+    def _money(cls, v: Any) -> Decimal:
+        return money(v)
+
+    @field_validator("stock_available", mode="before")
+    @classmethod
+    def _quantity(cls, v: Any) -> Decimal:
+        try:
+            d = Decimal(str(v).strip())
+        except Exception as exc:
+            raise ValueError(f"not a quantity: {v!r}") from exc
+        if not d.is_finite():
+            raise ValueError(f"not a finite quantity: {v!r}")
+        return d
+
+
 class RefItem(Record):
     """A reference item of a source or target: a POS location, a revenue unit, a team…"""
 
@@ -111,6 +139,8 @@ class ShiftRecord(Record):
     ended: bool = False
     manually_modified: bool = False
     cost_center: str | None = None
+    #: whether the POS's employee list had this employee when the shift was fetched (None: not known)
+    employee_listed: bool | None = None
 
 
 class TimesheetRow(Record):
@@ -189,6 +219,7 @@ class LedgerLine(Record):
     debit: Decimal = Decimal("0.00")
     credit: Decimal = Decimal("0.00")
     customer: str | None = None  # external reference of the customer (411 lines)
+    vat_rate: Decimal | None = None  # percent, on VAT lines: the target opens a missing VAT account with it
 
 
 class LedgerEntry(Record):

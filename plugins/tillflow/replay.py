@@ -201,6 +201,53 @@ def replay_item(
     return result
 
 
+def landed_value(
+    store: Store, spec: IntegrationSpec, account: Any, target_key: str, day: date, hour: int | None = None
+) -> Decimal | None:
+    """What the POS says for one target key on business day ``day`` (and ``hour``; None: the whole-day
+    value), mapped again from the pages landed for that day with the account's current mappings and
+    settings — the POS is not called, nothing is written (no rejects, no status). What ``revenue delete``
+    puts back in place of a hand value.
+
+    0 when the pages landed for the day hold nothing for that key (the POS sold nothing there; an hourly
+    source never has a whole-day value); None when no page of the integration's revenue flows covers the
+    day. Raises NeedsMapping when a POS key with data on that day has no mapping.
+    """
+    from tillflow.sources import get_source
+
+    settings = account.settings
+    kinds = {}
+    for flow in spec.flows:  # a revenue kind lands under its kind's name, whichever of its flows fetched it
+        kind = get_kind(flow.kind)
+        if kind.table == "revenue":
+            kinds.setdefault(kind.name, (kind, flow))
+    for kind, flow in kinds.values():
+        pages = store.landed_for_window(account.id, kind.name, Window(day, day))
+        if not pages:
+            continue
+        parser = get_source(spec.source_of(flow))
+        lines: dict[tuple, Any] = {}
+        for _, page in pages:  # oldest first: a later page's record replaces an earlier one
+            parsed, _ = kind.parse(parser, page)
+            for line in parsed:
+                if kind.record_day(line, settings) == day:
+                    lines[kind.record_key(line)] = line
+        mapping_kind = kind.mapping_kinds(parser)[0]
+        flow_settings = kind.check_settings(settings.flows.get(flow.settings_key, {}), flow_name=flow.settings_key)
+        rows = kind.map(
+            list(lines.values()),
+            store.mappings(account.id, mapping_kind),
+            account=account,
+            flow_settings=flow_settings,
+            mapping_kind=mapping_kind,
+        )[0]
+        return sum(
+            (r.amount for r in rows if (r.target_key, r.business_date, r.hour) == (target_key, day, hour)),
+            Decimal("0.00"),
+        )
+    return None
+
+
 # ------------------------------------------------------------------------------------ state and diff
 
 

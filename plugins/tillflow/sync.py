@@ -29,7 +29,15 @@ from tillflow.sources.base import ConnectionInfo, Window
 from tillflow.specs import FlowSpec, IntegrationSpec
 from tillflow.store import Store
 from tillflow.targets import get_target
-from tillflow.windows import activation_due, activation_window, clip, due_on_tick, flow_window, manual_window
+from tillflow.windows import (
+    activation_due,
+    activation_window,
+    clip,
+    due_on_tick,
+    flow_window,
+    manual_window,
+    run_time_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +270,14 @@ def plan(
                     not_run[label] = due.reason
                     continue
                 due_at = due.due_at
-                since = None if backfill or flow.due != "every_tick" else state.get("last_success_at")
-                window = flow_window(flow.window_strategy, flow, s, due_at, since=since)
+                if backfill:
+                    window = flow_window(flow.window_strategy, flow, s, due_at)
+                elif flow.due == "every_tick":
+                    since = state.get("last_success_at")
+                    window = flow_window(flow.window_strategy, flow, s, due_at, since=since)
+                else:
+                    last = state.get("last_due_at")
+                    window = run_time_window(flow.window_strategy, flow, s, due_at, last_due_at=last)
             if window is None:
                 not_run[label] = f"window lies before the start date {s.start_date}"
                 continue
@@ -298,16 +312,25 @@ class RunPlan:
     items: list[WorkItem]
 
 
+#: a manual run naming at most this many accounts maps one labelled instance per account
+PER_ACCOUNT_LIMIT = 100
+
+
 def assign_shards(items: list[WorkItem], spec: IntegrationSpec, *, per_account: bool) -> list[dict[str, Any]]:
     """Spread the items over shards; an account's flows stay in one shard.
 
-    ``per_account``: one shard per account, labelled with its name (a manual run that names accounts).
-    Otherwise at most ``execution.max_shards``, with at least ``min_accounts_per_shard`` accounts each.
+    ``per_account``: one shard per account, labelled with its name (a manual run that names accounts) — up to
+    ``PER_ACCOUNT_LIMIT`` accounts; a run naming more is sharded like a scheduled one (one mapped instance per
+    account would near ``[core] max_map_length``, 1,024, and crowd the grid). Otherwise at most
+    ``execution.max_shards``, with at least ``min_accounts_per_shard`` accounts each.
     """
     accounts = sorted({(i.account_key, i.account_id, i.name) for i in items})
     if not accounts:
         return []
     ex = spec.execution
+    if per_account and len(accounts) > PER_ACCOUNT_LIMIT:
+        log.info("%d accounts named: sharded (one instance per account up to %d)", len(accounts), PER_ACCOUNT_LIMIT)
+        per_account = False
     if per_account:
         n = len(accounts)
     else:
@@ -369,9 +392,9 @@ def target_client(spec: IntegrationSpec, conn: ConnectionInfo, flow: FlowSpec | 
 def _close(client: Any) -> None:
     """Close a client's HTTP session: a shard runs hundreds of accounts, and a session left open keeps
     its keep-alive connection (and a handler on the vendor's side) until garbage collection."""
-    http = getattr(client, "http", None)
-    if http is not None and hasattr(http, "close"):
-        http.close()
+    close = getattr(client, "close", None)
+    if callable(close):
+        close()
 
 
 def _retries(client: Any) -> int:
@@ -711,13 +734,14 @@ def run_shard(
                 opened.append(store)
         return store
 
+    from tillflow.logctx import account_context
     from tillflow.progress import Progress
 
     # a line every 10 s while the shard runs: account flows done / total, rows or events done / total, rates
     progress = Progress(f"shard {shard}", total=len(items), unit="account flow", logger=log)
 
     def work(item: WorkItem) -> Outcome:
-        with progress.item(f"{item.account_key} {item.flow}"):
+        with account_context(item.label), progress.item(f"{item.account_key} {item.flow}"):
             return run_item(thread_store(), spec, item, conns, dag_id=dag_id, run_id=run_id, secrets=secrets)
 
     n_threads = max(1, min(threads or spec.execution.threads, len(items)))

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from collections import Counter, defaultdict
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -100,13 +101,27 @@ def shiftbase(sandbox, key="centrum"):
     return requests.get(f"{sandbox.shiftbase_url}/_sandbox/accounts/sb-{key}", timeout=10).json()["account"]
 
 
-def test_revenue_and_clock_times_with_faults_then_a_shift_closes(store, sandbox, dag, mail):
+def pin_the_pos_clock(sandbox) -> tuple[datetime, date]:
+    """Pin the POS stand-in's "now" for the whole test, so no hour's turnover and no shift begins between the DAG
+    runs and the read-backs, at whatever hour the test runs. Returns (the pinned instant, the business day the
+    flows run for): now, or 23:00 of the current business day between midnight and the 05:00 cutoff, so the
+    stand-in's "today" (where its open shift is) is the flows' current business day."""
     from tillflow.windows import business_date_of
 
-    account, o = add_account(store, sandbox)
-    # employee 106 (not listed: no authorisation group) works only some days in the stand-in: give them a shift on
-    # the current business day, so the unmapped-employee reject and mail do not depend on the date the test runs
     now = datetime.now(UTC).replace(microsecond=0)
+    day = business_date_of(now, "Europe/Amsterdam")
+    pinned = min(now, datetime.combine(day, time(23, 0), ZoneInfo("Europe/Amsterdam")).astimezone(UTC))
+    requests.post(
+        f"{sandbox.mpluskassa_url}/_sandbox/clock", json={"now": pinned.isoformat()}, timeout=5
+    ).raise_for_status()
+    return pinned, day
+
+
+def test_revenue_and_clock_times_with_faults_then_a_shift_closes(store, sandbox, dag, mail):
+    account, o = add_account(store, sandbox)
+    now, business_day = pin_the_pos_clock(sandbox)
+    # employee 106 (not listed: no authorisation group) works only some days in the stand-in: give them a shift on
+    # the current business day, so the unlisted-employee reject and mail do not depend on the date the test runs
     requests.post(
         f"{sandbox.mpluskassa_url}/_sandbox/customers/{PORT}",
         timeout=5,
@@ -115,7 +130,7 @@ def test_revenue_and_clock_times_with_faults_then_a_shift_closes(store, sandbox,
                 {
                     "shiftNumber": 990106,
                     "branchNumber": 3,
-                    "financialDate": str(business_date_of(now, "Europe/Amsterdam")),
+                    "financialDate": str(business_day),
                     "employeeNumber": 106,
                     "startTimestamp": (now - timedelta(hours=2)).isoformat(),
                     "endTimestamp": (now - timedelta(hours=1)).isoformat(),
@@ -140,7 +155,7 @@ def test_revenue_and_clock_times_with_faults_then_a_shift_closes(store, sandbox,
     activity = {r["flow"]: r for r in store.activity() if r["account_id"] == account.id}
     assert activity["revenue"]["status"] == "success" and activity["clock_times"]["status"] == "success"
     start, end = activity["revenue"]["window_start"], activity["revenue"]["window_end"]
-    assert (end - start).days == 1  # the current and the previous business day
+    assert (start, end) == (business_day - timedelta(days=1), business_day)  # the current and the previous one
 
     # revenue: excl VAT per branch and day, on the mapped team, to the cent; branch 3 not selected
     expected: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
@@ -152,32 +167,37 @@ def test_revenue_and_clock_times_with_faults_then_a_shift_closes(store, sandbox,
     held = {(str(t["team_id"]), t["date"]): Decimal(t["turnover"]) for t in shiftbase(sandbox)["team_days"]}
     assert held == dict(expected) and held
 
-    # clock times: one timesheet per shift of a mapped employee; 105 (do not import) and cost centre 30 skipped
-    state = shiftbase(sandbox)
-    sheets = state["timesheets"]
-    users = {u["id"]: n for n, u in zip(("101", "102", "103", "104"), o["users"], strict=False)}
-    assert sheets and {s["user_id"] for s in sheets} <= set(users)
+    # clock times: one timesheet per shift of a mapped employee, except 105 (do not import) and cost centre 30
+    # (do not import); cost centre 20 books on its fixed department
+    sheets = shiftbase(sandbox)["timesheets"]
+    user_of = {n: u["id"] for n, u in zip(("101", "102", "103", "104"), o["users"], strict=False)}
+    shifts = pos(sandbox, "getShifts", fromFinancialDate=start, throughFinancialDate=end)
+    shifts = shifts.shift if hasattr(shifts, "shift") else shifts
+    imported = [s for s in shifts if str(s.employeeNumber) in user_of and s.costCenterNumber != 30]
+    assert any(s.costCenterNumber == 30 for s in shifts if str(s.employeeNumber) in user_of)  # there was one to skip
+    assert Counter(str(s["user_id"]) for s in sheets) == Counter(str(user_of[str(s.employeeNumber)]) for s in imported)
+    fixed = o["departments"][1]["id"]
+    on_20 = {str(user_of[str(s.employeeNumber)]) for s in imported if s.costCenterNumber == 20}
+    assert on_20 and all(str(s["department_id"]) == str(fixed) for s in sheets if str(s["user_id"]) in on_20)
     rejects = store.rejects(account.id)
-    assert any("employee 106 is not mapped" in r["reason"] for r in rejects)  # not listed: no authorisation group
+    assert any(r["reason"].startswith("employee 106 is not listed by the POS") for r in rejects)  # no auth. group
     [note] = [m for m in mail.messages if m["To"] == "import@centrum.example"]
-    assert "employee 106" in note.get_body(preferencelist=("plain",)).get_content()
+    assert "employee 106 is not listed" in note.get_body(preferencelist=("plain",)).get_content()
 
     # the open shift closes in the POS: the next tick updates its timesheet, no second one, no second mail
     view = requests.get(f"{sandbox.mpluskassa_url}/_sandbox/customers/{PORT}", timeout=5).json()
     open_shift = view["open_shift"]
-    if open_shift is not None:
-        closing = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
-        requests.post(
-            f"{sandbox.mpluskassa_url}/_sandbox/customers/{PORT}",
-            timeout=5,
-            json={"shifts": {str(open_shift): {"endTimestamp": closing.isoformat(), "ended": True}}},
-        ).raise_for_status()
-    before = len(sheets)
+    assert open_shift is not None and view["today"] == str(business_day)  # employee 101's, begun two hours ago
+    assert any(str(s["user_id"]) == str(user_of["101"]) and not s["clocked_out"] for s in sheets)
+    closing = now - timedelta(minutes=1)
+    requests.post(
+        f"{sandbox.mpluskassa_url}/_sandbox/customers/{PORT}",
+        timeout=5,
+        json={"shifts": {str(open_shift): {"endTimestamp": closing.isoformat(), "ended": True}}},
+    ).raise_for_status()
     assert dag.test().state == "success"
     after = shiftbase(sandbox)["timesheets"]
-    assert len(after) == before
-    if open_shift is not None:
-        assert all(
-            s["clocked_out"] for s in after if s["user_id"] == o["users"][0]["id"] and s["date"] == str(date.today())
-        )
+    assert sorted(s["id"] for s in after) == sorted(s["id"] for s in sheets)  # updated in place, none added
+    today_101 = [s for s in after if str(s["user_id"]) == str(user_of["101"]) and s["date"] == str(business_day)]
+    assert today_101 and all(s["clocked_out"] for s in today_101)
     assert len([m for m in mail.messages if m["To"] == "import@centrum.example"]) == 1  # once a day

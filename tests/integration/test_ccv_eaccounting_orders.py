@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import requests
+from runs import run_flows
 from tillflow.sources.base import ConnectionInfo
 from tillflow.specs import load_spec, parse_settings
 from tillflow.sync import RunParams, plan_run, run_shard
@@ -74,22 +75,8 @@ def _articles(sandbox, conns, shop, skus):
 
 
 def _run(store, conns, run_id):
-    planned = plan_run(
-        store,
-        SPEC,
-        SPEC.flows,
-        dag_id=SPEC.integration,
-        run_id=run_id,
-        logical_date=datetime.now(UTC),
-        params=RunParams(date_from=date.today() - timedelta(days=14), date_to=date.today()),
-        manual=True,
-    )
-    outcomes = []
-    for shard in planned.shards:
-        outcomes += run_shard(
-            SPEC, dag_id=SPEC.integration, run_id=run_id, shard=shard["shard"], conns=conns.__getitem__
-        ).outcomes
-    return outcomes
+    params = RunParams(date_from=date.today() - timedelta(days=14), date_to=date.today())
+    return run_flows(store, SPEC, conns, run_id=run_id, params=params, threads=None)[1]
 
 
 def test_paid_orders_are_created_once_and_a_missing_product_waits_for_its_article(store, sandbox):

@@ -117,3 +117,24 @@ def test_a_department_shiftbase_does_not_list_is_refused_when_the_settings_are_s
     assert "has no department 999999" in capsys.readouterr().err
     assert store.find_account("mpluskassa_to_shiftbase", "dept") is None
     assert main([*args, f'clock_times.cost_centers={{"10": "{real}", "30": "skip"}}']) == 0
+
+
+def test_a_ledger_account_lists_what_its_chart_posts_to(store, sandbox, capsys):
+    key = "bistro_cli"
+    os.environ[f"AIRFLOW_CONN_KASHCLICK_{key.upper()}"] = json.dumps(
+        {"conn_type": "http", "host": sandbox.kashclick_url, "login": key, "password": f"pw-{key}"}
+    )
+    chart = json.dumps({"payment_methods": {"cash": "530000", "card": "511000"}, "registers": {"R1": "CA1"}})
+    settings = ["--flow-setting", "ledger.fiscal_year_start=2026-01-01", "--flow-setting", f"ledger.chart={chart}"]
+    assert main(["-i", "kashclick_to_pennylane", "accounts", "add", key, *settings]) == 0
+    capsys.readouterr()
+    code = main(["-i", "kashclick_to_pennylane", "mappings", "list", key])
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert "settings flows.ledger.chart" in out and "UNMAPPED" not in out, out
+    assert "→ account 530000" in lines["cash"] and "→ account 511000" in lines["card"]
+    assert "→ journal CA1" in lines["R1"] and "NOT IN THE CHART" in lines["R2"]  # R2's journal was left out
+    assert "→ sales 707000, VAT 445712" in lines["20"] and "→ sales 707055, VAT 445713" in lines["5.5"]
+    missing = ["R2"] + (["transfer"] if "transfer" in lines else [])  # transfers: a few % of the week's payments
+    assert all("NOT IN THE CHART" in lines[k] for k in missing)
+    assert code == 1 and out.rstrip().endswith(f"{len(missing)} unmapped"), out

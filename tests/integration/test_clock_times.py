@@ -120,6 +120,17 @@ def test_a_break_is_two_shifts_unmapped_goes_to_rejects_do_not_import_is_skipped
     ]
 
 
+def test_an_employee_the_pos_does_not_list_is_rejected_as_unlisted_not_as_unmapped(store, account):
+    unlisted = shift("S1", employee="E8").model_copy(update={"employee_listed": False})
+    listed = shift("S2", employee="E7").model_copy(update={"employee_listed": True})
+    counts, _, rejects = _sync(store, account, [unlisted, listed, shift("S3")], FakeShiftbase())
+    assert counts["delivered"] == 1
+    reasons = {r.ref: r.reason for r in rejects}
+    assert reasons["shift S1"].startswith("employee E8 is not listed by the POS")
+    assert "without an authorisation group is not listed" in reasons["shift S1"]
+    assert reasons["shift S2"] == "employee E7 is not mapped to a Shiftbase user (map it, or set it to do not import)"
+
+
 def test_every_cost_centre_mode(store, account):
     client = FakeShiftbase()
     settings = ClockTimesSettings(cost_centers={"10": "skip", "20": "D-fixed", "30": "auto"})

@@ -270,6 +270,39 @@ def test_pending_deliveries_still_flag_an_account(app, tokens, store):
     assert r["pending_delivery"] == 0 and r["healthy"] is True
 
 
+def test_a_gated_kassatellen_run_names_the_unmapped_groups_in_accounts_show_and_the_health_json(
+    app, tokens, store, sandbox, capsys
+):
+    import json
+
+    from test_kassatellen_eitje import _account, _run
+    from tillflow.cli import main
+
+    account, conns = _account(store, sandbox, mapped=False)
+    store.set_mapping(account.id, "revenue_group", "11", "501")  # 12 (Dranken) and 13 (Cadeaubonnen) are not
+    _, outcomes = _run(store, conns, run_id="gated", at=datetime(2026, 11, 20, 12, 7, tzinfo=UTC), manual=False)
+    assert [o.status for o in outcomes] == ["needs_mapping"]
+
+    assert main(["-i", "kassatellen_to_eitje", "accounts", "show", "cafe"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    flow = shown["flows"]["revenue"]
+    assert flow["status"] == "needs_mapping" and shown["status"] == "needs_mapping"
+    for text in (flow["detail"], shown["status_detail"]):
+        assert "12 (Dranken)" in text and "13 (Cadeaubonnen)" in text and "11 (" not in text
+
+    client = TestClient(app, headers=bearer(tokens["viewer"]))
+    rows = client.get("/health.json", params={"integration": "kassatellen_to_eitje"}).json()
+    (r,) = [r for r in rows if r["flow"] == "revenue"]
+    assert (r["account"], r["status"], r["healthy"]) == ("cafe", "needs_mapping", False)
+    assert "12 (Dranken)" in r["detail"] and "13 (Cadeaubonnen)" in r["detail"]
+    assert r["unmapped_keys"] == [
+        {"key": "12", "name": "Dranken", "kind": "revenue_group"},
+        {"key": "13", "name": "Cadeaubonnen", "kind": "revenue_group"},
+    ]
+    gated = client.get("/health.json", params={"status": "needs_mapping"}).json()
+    assert ("cafe", "revenue") in {(r["account"], r["flow"]) for r in gated}
+
+
 def test_the_plugin_registers_the_app():
     import importlib.util
     from pathlib import Path

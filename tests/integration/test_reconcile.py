@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from runs import run_flows
 from tillflow.reconcile import reconcile, table
 from tillflow.sources.base import ConnectionInfo, Window
 from tillflow.specs import load_spec, parse_settings
-from tillflow.sync import RunParams, plan_run, run_shard
+from tillflow.sync import RunParams
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "read_timeout": 5, "max_retry_after": 1}
@@ -36,21 +37,8 @@ def smtp(mail) -> ConnectionInfo:
 
 
 def sync(store, spec, conns, window, *, flow=None, run_id):
-    planned = plan_run(
-        store,
-        spec,
-        [spec.flow(flow or spec.flows[0].name)],
-        dag_id=spec.integration,
-        run_id=run_id,
-        logical_date=datetime.now(UTC),
-        params=RunParams(date_from=window.start, date_to=window.end),
-        manual=True,
-    )
-    outcomes = []
-    for shard in planned.shards:
-        outcomes += run_shard(
-            spec, dag_id=spec.integration, run_id=run_id, shard=shard["shard"], conns=conns.__getitem__, threads=2
-        ).outcomes
+    params = RunParams(date_from=window.start, date_to=window.end)
+    _, outcomes = run_flows(store, spec, conns, run_id=run_id, flows=[flow or spec.flows[0].name], params=params)
     assert [o.status for o in outcomes] == ["success"], [o.error for o in outcomes]
 
 
@@ -328,6 +316,15 @@ def test_pennylane_books_match_the_events_and_a_duplicate_entry_is_drift(store, 
     entries = company.get("entries") or company.get("ledger_entries")
     books = sum(Decimal(line["debit"]) for e in entries for line in e["ledger_entry_lines"])
     assert d.target == books  # nothing reversed yet: every entry counts
+    # like with like, from the POS day itself: each order's total, each payment, and each till closing's entry
+    # (its global lines carry the expected takings once; a cash difference adds its own amount)
+    pos = requests.get(f"{sandbox.kashclick_url}/_sandbox/shops/{key}/day/{day}", timeout=10).json()
+    closings = [(Decimal(m["expected"]), Decimal(m["counted"])) for c in pos["closings"] for m in c["methods"]]
+    assert d.pos == (
+        sum(Decimal(o["totalIncl"]) for o in pos["orders"])
+        + sum(Decimal(p["amount"]) for p in pos["payments"])
+        + sum(expected + abs(counted - expected) for expected, counted in closings)
+    )
 
     # an entry posted a second time with the same piece number (what the outbox exists to prevent)
     from tillflow.targets.pennylane import PennylaneClient

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from runs import run_flows
 from tillflow.errors import ConfigError
 from tillflow.sources.base import ConnectionInfo
 from tillflow.specs import load_spec, parse_settings
-from tillflow.sync import RunParams, WorkItem, plan, plan_run, run_shard, set_run_mode
+from tillflow.sync import RunParams, WorkItem, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_spec(ROOT / "dags" / "ajour_to_planday.yaml")
@@ -23,17 +24,7 @@ AT = datetime(2026, 11, 20, 9, tzinfo=UTC)
 
 
 def _run(store, conns, run_id, params):
-    planned = plan_run(
-        store, SPEC, list(SPEC.flows), dag_id=SPEC.integration, run_id=run_id, logical_date=AT, params=params,
-        manual=True,
-    )  # fmt: skip
-    set_run_mode(run_id, params)
-    outcomes = []
-    for shard in planned.shards:
-        outcomes += run_shard(
-            SPEC, dag_id=SPEC.integration, run_id=run_id, shard=shard["shard"], conns=conns.__getitem__, threads=2
-        ).outcomes
-    return outcomes
+    return run_flows(store, SPEC, conns, run_id=run_id, params=params, at=AT)[1]
 
 
 def _planday(sandbox, client="nord"):
@@ -242,17 +233,7 @@ def _mplus_account(store, sandbox, key="centrum"):
 
 
 def _mplus_run(store, conns, run_id, params):
-    flows = [MPLUS.flow("clock_times")]
-    planned = plan_run(
-        store, MPLUS, flows, dag_id=MPLUS.integration, run_id=run_id, logical_date=AT, params=params, manual=True
-    )
-    set_run_mode(run_id, params)
-    outcomes = []
-    for shard in planned.shards:
-        outcomes += run_shard(
-            MPLUS, dag_id=MPLUS.integration, run_id=run_id, shard=shard["shard"], conns=conns.__getitem__
-        ).outcomes
-    return outcomes
+    return run_flows(store, MPLUS, conns, run_id=run_id, flows=["clock_times"], params=params, at=AT, threads=None)[1]
 
 
 def test_clock_times_replay_imports_the_shifts_of_a_newly_mapped_employee(store, sandbox):
@@ -316,17 +297,7 @@ def test_ledger_replay_after_a_chart_change_reverses_and_reposts_each_order(stor
     }
 
     def run(run_id, params):
-        planned = plan_run(
-            store, KASH, [KASH.flow("ledger")], dag_id=KASH.integration, run_id=run_id,
-            logical_date=datetime.now(UTC), params=params, manual=True,
-        )  # fmt: skip
-        set_run_mode(run_id, params)
-        outcomes = []
-        for shard in planned.shards:
-            outcomes += run_shard(
-                KASH, dag_id=KASH.integration, run_id=run_id, shard=shard["shard"], conns=conns.__getitem__
-            ).outcomes
-        return outcomes
+        return run_flows(store, KASH, conns, run_id=run_id, flows=["ledger"], params=params, threads=None)[1]
 
     def entries():
         company = requests.get(f"{sandbox.pennylane_url}/_sandbox/companies/{key}", timeout=10).json()["company"]
@@ -408,17 +379,7 @@ def test_orders_replay_creates_what_the_new_settings_let_through_and_skips_the_s
     window = {"date_from": date.today() - timedelta(days=14), "date_to": date.today()}
 
     def run(run_id, params, flows=None):
-        planned = plan_run(
-            store, CCV, flows or [CCV.flow("orders")], dag_id=CCV.integration, run_id=run_id,
-            logical_date=datetime.now(UTC), params=params, manual=True,
-        )  # fmt: skip
-        set_run_mode(run_id, params)
-        outcomes = []
-        for shard in planned.shards:
-            outcomes += run_shard(
-                CCV, dag_id=CCV.integration, run_id=run_id, shard=shard["shard"], conns=conns.__getitem__
-            ).outcomes
-        return planned, outcomes
+        return run_flows(store, CCV, conns, run_id=run_id, flows=flows or ["orders"], params=params, threads=None)
 
     def ea_orders():
         return requests.get(f"{sandbox.eaccounting_url}/_sandbox/companies/{shop}", timeout=10).json()["company"][

@@ -74,6 +74,26 @@ def test_kassatellen_amounts_are_json_numbers_and_an_expired_token_is_401(sandbo
     assert r.status_code == 401
 
 
+def test_kassatellen_bad_rows_come_in_their_span_and_stray_rows_with_every_answer(sandbox):
+    user = "a@b.nl"
+    bad = {"hourStart": "2026-11-18T12:00:00Z", "revenueGroupId": 11, "amountInclVat": -5, "amountExclVat": -4}
+    stray = {"hourStart": "2026-12-01T12:00:00Z", "revenueGroupId": 12, "amountInclVat": 3, "amountExclVat": 2}
+    requests.post(
+        f"{sandbox.kassatellen_url}/_sandbox/users/{user}", json={"bad_rows": [bad], "stray_rows": [stray]}, timeout=5
+    ).raise_for_status()
+    headers = {"Authorization": f"Bearer {_token(sandbox, user)}"}
+
+    def hours(start, end):
+        params = {"from": start, "to": end}
+        r = requests.get(f"{sandbox.kassatellen_url}/api/v1/revenue/hourly", headers=headers, params=params, timeout=5)
+        return [row["hourStart"] for row in r.json()["data"] if row["amountInclVat"] in (-5, 3)]
+
+    assert hours("2026-11-18T10:00:00Z", "2026-11-18T14:00:00Z") == [bad["hourStart"], stray["hourStart"]]
+    assert hours("2026-11-19T10:00:00Z", "2026-11-19T14:00:00Z") == [stray["hourStart"]]
+    r = requests.post(f"{sandbox.kassatellen_url}/_sandbox/users/{user}", json={"stray_rows": [1]}, timeout=5)
+    assert r.status_code == 400 and "'stray_rows': a list of rows" in r.json()["message"]
+
+
 def test_eitje_needs_all_four_headers(sandbox):
     for missing in EITJE_HEADERS:
         headers = {k: v for k, v in EITJE_HEADERS.items() if k != missing}

@@ -140,6 +140,24 @@ def test_modify_and_cancel_an_order(url):
     assert readback == body
 
 
+def test_a_closing_recounted_afterwards_keeps_its_expected_amounts(url):
+    before = day(url)["closings"][0]
+    cash = next(m for m in before["methods"] if m["method"] == "cash")
+    control(url, {"date": DAY, "recount_closings": {before["id"]: {"cash": "0.50"}}})
+    after = day(url)["closings"][0]
+    assert after["id"] == before["id"]
+    assert [(m["method"], m["expected"]) for m in after["methods"]] == [
+        (m["method"], m["expected"]) for m in before["methods"]
+    ]
+    assert {m["method"]: m["counted"] for m in after["methods"]} == {
+        **{m["method"]: m["counted"] for m in before["methods"]},
+        "cash": "0.50",
+    }
+    assert cash["counted"] != "0.50"
+    bad = {"date": DAY, "recount_closings": {before["id"]: {"cash": 1}}}
+    assert requests.post(f"{url}/_sandbox/shops/shop@example.fr", json=bad, timeout=5).status_code == 400
+
+
 def test_bad_records_and_added_orders_are_served_as_given(url):
     control(url, {"date": DAY, "bad_records": list(BAD_KINDS), "add_orders": [{"id": "raw-1", "whatever": True}]})
     body = day(url)

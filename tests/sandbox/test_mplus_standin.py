@@ -161,6 +161,37 @@ def test_today_has_an_open_shift_without_end_and_a_break_is_two_shifts(mplus):
     assert pair[0]["costCenterNumber"] != pair[1]["costCenterNumber"]
 
 
+def test_a_pinned_clock_fixes_today_the_hours_begun_and_the_open_shift_until_reset(mplus):
+    def clock(body=None):
+        if body is None:
+            return requests.get(f"{mplus.url}/_sandbox/clock", timeout=5)
+        return requests.post(f"{mplus.url}/_sandbox/clock", json=body, timeout=5)
+
+    assert clock().json()["pinned"] is False
+    assert clock({"now": "2026-03-03T14:20:00+01:00"}).json() == {"now": "2026-03-03T14:20:00+01:00", "pinned": True}
+    assert requests.get(f"{mplus.url}/_sandbox/state", timeout=5).json()["today"] == "2026-03-03"
+    hourly = soap(mplus, "reportTurnoverByBranch", dates("2026-03-03", "2026-03-04") + "<m:perHour>true</m:perHour>")
+    rows = local_rows(hourly, "turnover")
+    assert {r["financialDate"] for r in rows} == {"2026-03-03"}  # nothing after "today"
+    assert max(int(r["hour"]) for r in rows) == 14  # only the hours begun
+    shifts = local_rows(soap(mplus, "getShifts", dates("2026-03-03", "2026-03-03")), "shift")
+    (open_,) = [s for s in shifts if s["employeeNumber"] == "101"]
+    assert open_["ended"] == "false" and open_["startTimestamp"].startswith("2026-03-03T12:20:00")
+    assert all(
+        dt.datetime.fromisoformat(s["startTimestamp"]) <= dt.datetime(2026, 3, 3, 13, 20, tzinfo=dt.UTC) for s in shifts
+    )  # only shifts that began by the pinned instant
+    assert (
+        soap(mplus, "getShifts", dates("2026-03-03", "2026-03-03")).content
+        == soap(mplus, "getShifts", dates("2026-03-03", "2026-03-03")).content
+    )  # a pinned clock answers the same every time
+    assert clock({"now": "yesterday"}).status_code == 400 and clock({"now": "2026-03-03T14:20:00"}).status_code == 400
+    assert clock({"when": None}).status_code == 400
+    assert clock({"now": None}).json()["pinned"] is False
+    clock({"now": "2026-03-03T14:20:00+01:00"})
+    requests.post(f"{mplus.url}/_sandbox/reset", timeout=5).raise_for_status()
+    assert clock().json()["pinned"] is False
+
+
 def test_customers_are_separate_and_deterministic(mplus):
     a = soap(mplus, "reportTurnoverByBranch", dates("2026-03-03", "2026-03-03"), port=7001).content
     b = soap(mplus, "reportTurnoverByBranch", dates("2026-03-03", "2026-03-03"), port=7002).content

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Context, Decimal
 
 import pytest
@@ -206,9 +206,65 @@ def test_shifts_an_open_one_today_and_a_break_pair(mplus):
 
 def test_an_unlisted_employee_still_has_shifts(mplus):
     client = make_client(mplus)
-    shifts, _ = client.parse(client.fetch("clock_times", Window(date(2026, 3, 1), date(2026, 3, 9)))[0])
+    pages = client.fetch("clock_times", Window(date(2026, 2, 1), date(2026, 3, 12)))  # 40 days: two calls
+    operations = [e["operation"] for e in requests.get(f"{mplus.url}/_sandbox/requests", timeout=5).json()]
+    assert operations == ["getShifts", "getShifts", "getEmployees"]  # the list once per fetch, after the shifts
+    shifts = [s for page in pages for s in client.parse(page)[0]]
     assert "106" in {s.employee_number for s in shifts}
     assert "106" not in {e.key for e in client.employees()}
+    # what getEmployees listed lands with the shifts, so the flow (and a replay) tells unlisted from unmapped
+    assert all(page.request["listed_employees"] == ["101", "102", "103", "104", "105"] for page in pages)
+    assert {s.employee_number: s.employee_listed for s in shifts} == {
+        "101": True,
+        "102": True,
+        "103": True,
+        "104": True,
+        "105": True,
+        "106": False,
+    }
+
+
+def test_a_page_landed_without_the_employee_list_leaves_listed_unknown():
+    shifts, _ = MplusKassaClient.parse_page(_landed(LANDED))
+    assert {s.employee_listed for s in shifts} == {None}
+
+
+@pytest.mark.parametrize(
+    ("fetched_at", "rejected"),
+    [
+        (None, False),  # a page landed before fetched_at was recorded: not judged
+        ("2026-03-30T06:00:00+00:00", False),  # 23 h open (the shift began 09:00+02:00 = 07:00 UTC the day before)
+        ("2026-03-30T08:00:00+00:00", True),  # 25 h open
+    ],
+)
+def test_an_open_shift_begun_over_24_hours_before_the_fetch_is_rejected(fetched_at, rejected):
+    page = _landed(LANDED)
+    if fetched_at:
+        page = page.model_copy(update={"request": {**page.request, "fetched_at": fetched_at}})
+    shifts, rejects = MplusKassaClient.parse_page(page)
+    reasons = {r.ref: r.reason for r in rejects}
+    assert ("12" not in {s.shift_number for s in shifts}) is rejected
+    assert ("shift 12" in reasons) is rejected
+    if rejected:
+        assert reasons["shift 12"] == (
+            "shift 12 of employee 106 on 2026-03-29 is still open 25.0 hours after it started, longer than 24 hours "
+            "(started 2026-03-29T09:00:00+02:00; close or correct it in the POS)"
+        )
+
+
+def test_a_live_open_shift_over_24_hours_old_is_rejected_and_the_rest_lands(mplus):
+    day = today(mplus)
+    started = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=26)
+    row = {"branchNumber": 1, "financialDate": str(day), "employeeNumber": 103, "ended": False}
+    control(
+        mplus, f"customers/{PORT}", {"add_shifts": [{**row, "shiftNumber": 77, "startTimestamp": started.isoformat()}]}
+    )
+    client = make_client(mplus)
+    (page,) = client.fetch("clock_times", Window(day, day))
+    assert datetime.fromisoformat(page.request["fetched_at"]) - datetime.now(UTC) < timedelta(seconds=30)
+    shifts, rejects = client.parse(page)
+    assert [r.ref for r in rejects] == ["shift 77"] and "still open 26.0 hours after it started" in rejects[0].reason
+    assert "101" in {s.employee_number for s in shifts}  # the stand-in's own open shift (two hours old) lands
 
 
 def test_closing_and_correcting_the_open_shift_keeps_its_number(mplus):

@@ -146,6 +146,24 @@ def test_entry_posted_with_references_created_once_and_reused(pl):
     assert balance["total_debit"] == balance["total_credit"] == "360.00"
 
 
+def test_a_vat_line_opens_its_account_with_pennylanes_vat_rate_code(pl):
+    _, url, company = pl
+    client = _client(url, company)
+    payload = _payload(1, customer=False)
+    payload["lines"][2] |= {"account": "445713", "vat_rate": "5.5"}
+    payload["lines"][1]["account"] = "707055"  # a sales line: no rate, created without one
+    client.post(payload, "acct:order:1:r1")
+    accounts = {a["number"]: a for a in _company(url, company)["ledger_accounts"]}
+    assert (accounts["445713"]["vat_rate"], accounts["445713"]["country_alpha2"]) == ("FR_55", "FR")
+    assert (accounts["707055"]["vat_rate"], accounts["707055"]["country_alpha2"]) == (None, None)
+    assert [client.vat_rate_code(r) for r in ("20", "10", "2.1", "8.5")] == ["FR_200", "FR_100", "FR_21", "FR_85"]
+    payload["lines"][2] |= {"account": "445799", "vat_rate": "5.55"}
+    posted = len(_log(url))
+    with pytest.raises(ConfigError, match=r"acct:order:2:r1: line 2 vat_rate '5\.55' is not a percentage"):
+        client.post(payload, "acct:order:2:r1")
+    assert len(_log(url)) == posted  # refused before anything was sent
+
+
 def test_find_by_piece_number_needs_the_payload(pl):
     _, url, company = pl
     client = _client(url, company)

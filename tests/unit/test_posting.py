@@ -114,13 +114,63 @@ def test_payment_entry():
     ]
 
 
-def test_closing_entries_loss_gain_and_nothing():
-    assert closing_entries(closing({"cash": "10.00", "card": "5.00"}, {"cash": "10.00", "card": "5.00"}), CHART) == []
+def test_a_closing_posts_its_takings_globally_and_its_cash_differences():
+    [even] = closing_entries(closing({"cash": "10.00", "card": "5.00"}, {"cash": "10.00", "card": "5.00"}), CHART)
+    assert even.event_key == "closing:Z1" and even.journal == "CA1"
+    # the global lines carry the expected takings (15.00 over both methods), not broken down by VAT
+    assert [(x.account, x.debit, x.credit) for x in even.lines] == [
+        ("700000", D("15.00"), 0),
+        ("700100", 0, D("15.00")),
+    ]
     [loss] = closing_entries(closing({"cash": "100.00"}, {"cash": "99.50"}, register="R2"), CHART)
     assert loss.journal == "CA2" and loss.event_key == "closing:Z1"
-    assert [(x.account, x.debit, x.credit) for x in loss.lines] == [("658000", D("0.50"), 0), ("530000", 0, D("0.50"))]
+    assert [(x.account, x.debit, x.credit) for x in loss.lines] == [
+        ("700000", D("100.00"), 0),  # what the till expected: the counted 99.50 is not the takings
+        ("700100", 0, D("100.00")),
+        ("658000", D("0.50"), 0),
+        ("530000", 0, D("0.50")),
+    ]
     [gain] = closing_entries(closing({"cash": "100.00"}, {"cash": "101.00"}), CHART)
-    assert [(x.account, x.debit, x.credit) for x in gain.lines] == [("530000", D("1.00"), 0), ("758000", 0, D("1.00"))]
+    assert [(x.account, x.debit, x.credit) for x in gain.lines][2:] == [
+        ("530000", D("1.00"), 0),
+        ("758000", 0, D("1.00")),
+    ]
+    assert closing_entries(closing({"cash": "0.00"}, {"cash": "0.00"}), CHART) == []  # nothing sold, nothing off
+
+
+def test_the_general_accounts_are_chapters_of_their_own():
+    chart = Chart(general_sales="709000", general_revenue="580000")
+    [e] = closing_entries(closing({"cash": "20.00"}, {"cash": "20.00"}), chart)
+    assert [(x.account, x.debit, x.credit) for x in e.lines] == [("709000", D("20.00"), 0), ("580000", 0, D("20.00"))]
+
+
+def test_a_cash_difference_corrected_to_zero_changes_the_entry():
+    [off] = closing_entries(closing({"cash": "50.00"}, {"cash": "48.00"}), CHART)
+    [fixed] = closing_entries(closing({"cash": "50.00"}, {"cash": "50.00"}), CHART)
+    assert fixed.event_key == off.event_key and fixed.lines == off.lines[:2]
+    assert {x.account for x in off.lines} - {x.account for x in fixed.lines} == {"658000", "530000"}
+
+
+def test_a_closing_left_without_entry_reverses_what_was_posted_for_it():
+    from tillflow.flows.ledger import Ledger, LedgerSettings
+
+    settings = LedgerSettings(fiscal_year_start=DAY)
+    rows, _, rejects = Ledger().map(
+        [closing({"cash": "0.00"}, {"cash": "0.00"})], {}, account=None, flow_settings=settings
+    )
+    assert rows == [("closing:Z1", None)] and rejects == []  # None: the outbox reverses a posted revision
+
+
+def test_vat_lines_carry_their_rate():
+    e = order_entry(order(line("12.00", "20"), line("5.50", "5.50")), CHART)
+    assert {x.account: x.vat_rate for x in e.lines} == {
+        "411000": None,
+        "707000": None,
+        "445712": D("20"),
+        "707055": None,
+        "445713": D("5.5"),
+    }
+    assert [x.vat_rate for x in reverse(e).lines] == [x.vat_rate for x in e.lines]
 
 
 def test_reverse_swaps_sides():
@@ -153,7 +203,8 @@ def test_posting_errors_name_the_record_and_field(call, needles):
 
 
 def test_a_method_without_difference_needs_no_account():
-    assert closing_entries(closing({"btc": "1.00"}, {"btc": "1.00"}), CHART) == []
+    [e] = closing_entries(closing({"btc": "1.00"}, {"btc": "1.00"}), CHART)
+    assert {x.account for x in e.lines} == {CHART.general_sales, CHART.general_revenue}
 
 
 # ------------------------------------------------------------------------------------------- properties
@@ -246,4 +297,9 @@ def test_every_entry_balances_and_matches_the_sources(data, tills):
         diff = sum((c.counted[m] - c.expected[m] for m in c.expected), D(0))
         assert -net(entries, method_accounts) == diff
         assert net(entries, {CHART.cash_gain, CHART.cash_loss}) == diff  # gains credited, losses debited
-        assert (entries == []) == all(c.counted[m] == c.expected[m] for m in c.expected)
+        takings = sum(c.expected.values(), D(0))
+        assert net(entries, {CHART.general_revenue}) == takings == -net(entries, {CHART.general_sales})
+        assert len(entries) == 1 and entries[0].event_key == "closing:Z"  # every generated till took something
+    # the global lines move nothing between the sales total and the rest: class 7 nets to the orders' sales
+    sales = set(CHART.sales.values()) | {CHART.general_sales, CHART.general_revenue}
+    assert net(order_entries + payment_entries + closing_list, sales) == net(order_entries, set(CHART.sales.values()))

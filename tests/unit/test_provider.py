@@ -147,6 +147,24 @@ def test_every_form_fills_what_the_client_reads(conn_type):
                 assert extra.name in str(exc)
 
 
+@pytest.mark.parametrize("conn_type", sorted(SYSTEMS))
+def test_every_client_closes_its_session_the_same_way(conn_type, monkeypatch):
+    """``close()`` on every source and target client (the CLI, the runs and the hooks call nothing else)."""
+    from tillflow.sources.base import ConnectionInfo, SourceClient
+    from tillflow.targets.base import TargetClient
+    from tillflow.tokens import MemoryTokenStore
+
+    hook = HOOKS[conn_type]
+    kwargs = {"token_store": MemoryTokenStore()} if conn_type == "eaccounting" else {}
+    client = hook.client_class().from_connection(ConnectionInfo("c", **_filled(conn_type)), **kwargs)
+    assert isinstance(client, SourceClient | TargetClient)
+    session = client.http.session if hasattr(client, "http") else client.session
+    closed = []
+    monkeypatch.setattr(session, "close", lambda: closed.append(conn_type))
+    client.close()
+    assert closed == [conn_type]
+
+
 def test_airflow_registers_the_types_widgets_and_behaviours():
     from airflow.providers_manager import ProvidersManager
 

@@ -8,7 +8,8 @@ button is not supported).
 
 Mapping: POS employee → Shiftbase user (``employee``), or inactive = "do not import". A shift of an
 unmapped employee goes to rejects naming the employee (the others still land) and into the import
-notification; it is imported by the next run after the employee is mapped. Cost centre → department per
+notification; it is imported by the next run after the employee is mapped. A shift of an employee the POS
+does not list (MplusKASSA: no authorisation group) is rejected with that reason instead. Cost centre → department per
 cost centre (settings ``cost_centers``): ``skip`` (do not import), ``auto`` (the employee's planned roster
 department that day, else their own; the default) or a fixed department id.
 """
@@ -48,6 +49,17 @@ class ClockTimesSettings(BaseModel):
         return {str(k): str(m).strip() for k, m in v.items()}
 
 
+def _unmapped(shift: ShiftRecord) -> str:
+    """Why a shift of an employee without a mapping is rejected: not listed by the POS, or listed but unmapped."""
+    if shift.employee_listed is False:
+        return (
+            f"employee {shift.employee_number} is not listed by the POS (getEmployees does not return them; in "
+            "MplusKASSA an employee without an authorisation group is not listed): give them an authorisation "
+            "group, then map them to a Shiftbase user (or set them to do not import)"
+        )
+    return f"employee {shift.employee_number} is not mapped to a Shiftbase user (map it, or set it to do not import)"
+
+
 def _hash(row: TimesheetRow) -> str:
     data = row.model_dump(mode="json")
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
@@ -84,14 +96,8 @@ class ClockTimes(FlowKind):
         for shift in records:
             rule = rules.get(shift.employee_number)
             if rule is None:
-                rejects.append(
-                    Reject(
-                        reason=f"employee {shift.employee_number} is not mapped to a Shiftbase user "
-                        "(map it, or set it to do not import)",
-                        payload=shift.model_dump(mode="json"),
-                        ref=f"shift {shift.shift_number}",
-                    )
-                )
+                payload = shift.model_dump(mode="json")
+                rejects.append(Reject(reason=_unmapped(shift), payload=payload, ref=f"shift {shift.shift_number}"))
                 continue
             if rule.inactive:  # "do not import"
                 ignored += 1

@@ -1,13 +1,15 @@
 """Ledger: POS events (orders, payments, till closings) become balanced ledger entries, posted exactly once.
 
-Each source event has a deterministic key (``order:<id>``, ``payment:<id>``, ``closing:<id>:<method>``)
-and its entry is built by the pure posting rules (:mod:`tillflow.posting`, Decimal, balanced before it is
-queued) from the account's chart ("accounting chapters", settings ``flows.<flow>.chart``). The entry is
-queued in the outbox (:mod:`tillflow.store.outbox`): claimed with a payload hash before any call, its
-posting key written to the target's ``piece_number``, a lost answer looked up before any re-post, a
-changed event reversed and posted anew (never edited), a deleted event reversed. Every flow of this kind
-shares one outbox per account (``OUTBOX_FLOW``): the daily run and the history import never post an event
-twice.
+Each source event has a deterministic key (``order:<id>``, ``payment:<id>``, ``closing:<id>``: one entry
+per till closing, its global lines and its cash differences together) and its entry is built by the pure
+posting rules (:mod:`tillflow.posting`, Decimal, balanced before it is queued) from the account's chart
+("accounting chapters", settings ``flows.<flow>.chart``). The entry is queued in the outbox
+(:mod:`tillflow.store.outbox`): claimed with a payload hash before any call, its posting key written to the
+target's ``piece_number``, a lost answer looked up before any re-post, a changed event reversed and posted
+anew (never edited), a deleted event reversed — and a closing left with no entry (no takings, no
+difference) reversed too. A change is seen when the event's day is read again: by the daily run's
+lookback, or a manual day, range or replay. Every flow of this kind shares one outbox per account
+(``OUTBOX_FLOW``): the daily run and the history import never post an event twice.
 
 A record the rules cannot post (an unknown VAT rate, a payment method without an account, a closing for a
 register without a journal, an order whose lines do not add up) goes to rejects naming the record and
@@ -57,7 +59,10 @@ class LedgerSettings(BaseModel):
 
 
 def entry_payload(entry: LedgerEntry) -> dict[str, Any]:
-    """The outbox payload of an entry: JSON, amounts as 2-decimal strings, accounts as numbers."""
+    """The outbox payload of an entry: JSON, amounts as 2-decimal strings, accounts as numbers; a VAT line
+    also names its rate (``"vat_rate": "5.5"``)."""
+    from tillflow.posting import rate_key
+
     return {
         "event_key": entry.event_key,
         "date": entry.date.isoformat(),
@@ -71,6 +76,7 @@ def entry_payload(entry: LedgerEntry) -> dict[str, Any]:
                 "debit": f"{line.debit:.2f}",
                 "credit": f"{line.credit:.2f}",
                 "customer": line.customer,
+                **({"vat_rate": rate_key(line.vat_rate)} if line.vat_rate is not None else {}),
             }
             for line in entry.lines
         ],
@@ -123,8 +129,8 @@ class Ledger(FlowKind):
                 elif type(record).__name__ == "SalePayment":
                     rows.append((key, payment_entry(record, chart)))
                 elif type(record).__name__ == "TillClosing":
-                    entries = closing_entries(record, chart)
-                    rows += [(e.event_key, e) for e in entries]
+                    # no takings and no difference (now): no entry, and one posted before is reversed
+                    rows += [(e.event_key, e) for e in closing_entries(record, chart)] or [(key, None)]
                 else:
                     raise PostingError(f"{key}: no posting rule for {type(record).__name__}")
             except PostingError as exc:

@@ -62,6 +62,13 @@ class Window:
         return f"{self.start.isoformat()}..{self.end.isoformat()}"
 
 
+def close_http(client: Any) -> None:
+    """Close ``client.http`` (a :class:`tillflow.http.HttpClient`) when the client has one."""
+    http = getattr(client, "http", None)
+    if http is not None and callable(getattr(http, "close", None)):
+        http.close()
+
+
 class SourceClient(ABC):
     """A POS: test the credentials, list reference data, fetch raw pages, parse them into records.
 
@@ -76,6 +83,11 @@ class SourceClient(ABC):
     @classmethod
     @abstractmethod
     def from_connection(cls, conn: ConnectionInfo) -> SourceClient: ...
+
+    def close(self) -> None:
+        """Release the client's HTTP session (its keep-alive connection); a client without one has nothing to
+        close. Every caller closes a client this way, whatever transport it uses."""
+        close_http(self)
 
     @abstractmethod
     def test_connection(self) -> list[RefItem]:

@@ -17,9 +17,9 @@ request records the path and the date (never the key or the shop id). ``parse`` 
 credentials, so a landed page replays. It yields :class:`SaleOrder`, :class:`SalePayment`,
 :class:`TillClosing` and :class:`DeletedEvent` (a cancelled order or payment: the caller deletes or
 reverses what it posted for that event key) plus :class:`Reject` s with a reason naming the record and the
-field (lines that do not add up to the total, a malformed amount, a missing field, a customer without a
-name). Unknown VAT rates, payment methods or registers parse: they are the chart's business
-(:class:`tillflow.posting.PostingError`).
+field (lines that do not add up to the total, a malformed amount, a missing field, an order whose customer
+has no name or no e-mail address). Unknown VAT rates, payment methods or registers parse: they are the
+chart's business (:class:`tillflow.posting.PostingError`).
 
 Event keys: ``order:<id>``, ``payment:<id>``, ``closing:<id>`` (the same as :mod:`tillflow.posting`).
 
@@ -420,9 +420,11 @@ def _customer(raw: Any) -> Customer | None:
         return None
     if not isinstance(raw, dict):
         raise _Bad(f"field customer is not an object: {raw!r}")
-    _require(raw, "id", "name", where="customer.")
-    email = raw.get("email")
-    return Customer(external_reference=str(raw["id"]), name=str(raw["name"]), email=str(email) if email else None)
+    _require(raw, "id", "name", "email", where="customer.")
+    email = str(raw["email"]).strip()
+    if "@" not in email:
+        raise _Bad(f"field customer.email is not an e-mail address: {raw['email']!r}")
+    return Customer(external_reference=str(raw["id"]), name=str(raw["name"]), email=email)
 
 
 def _rate_text(rate: Decimal) -> str:

@@ -32,7 +32,11 @@ operation and its parameters (never the credentials). ``parse`` reads a landed e
   clock hour as sent (not re-counted from a business-day cutoff or across DST);
 * shift rows → :class:`ShiftRecord` (aware instants; a timestamp without offset is read in the window's
   timezone recorded at fetch, Europe/Amsterdam by default); a shift that ends before it starts, lasts
-  over 24 hours or is ended without an end → :class:`Reject` with the reason.
+  over 24 hours, is still open more than 24 hours after it started (judged against ``fetched_at``, the
+  instant of the fetch landed with the page) or is ended without an end → :class:`Reject` with the reason.
+  A ``clock_times`` fetch also asks ``getEmployees`` once and lands the listed numbers with each page
+  (``listed_employees``), so a shift's ``employee_listed`` tells an employee the POS does not list (no
+  authorisation group) from one that is listed but not mapped — in a replay too.
 
 Connection: ``host`` = the customer's endpoint base URL (``https://api.mpluskassa.nl:34562``; the
 stand-in: ``http://127.0.0.1:8705/7001``), ``port`` added when the host has none, ``login`` = API ident,
@@ -47,7 +51,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
@@ -227,6 +231,7 @@ class MplusKassaClient(SourceClient):
         return mask(text, self._secrets)
 
     def close(self) -> None:
+        """Close the ``requests`` session under zeep (this client has no :class:`~tillflow.http.HttpClient`)."""
         self.session.close()
 
     def _retrying(self, what: str, attempt: Callable[[], Any]) -> Any:
@@ -439,21 +444,39 @@ class MplusKassaClient(SourceClient):
                 operation, args = "reportTurnoverByBranch", {**dates, "perHour": flow == "revenue_hourly"}
             response, _ = self.call(operation, **args)
             params = {k: v.isoformat() if isinstance(v, date) else v for k, v in args.items()}
+            request = {
+                "method": "POST",
+                "operation": operation,
+                "endpoint": self.mask(self.endpoint),
+                "params": params,
+                "timezone": window.tz or DEFAULT_TZ,
+            }
+            if flow == "clock_times":  # how long an open shift has been open is judged against this instant
+                request["fetched_at"] = datetime.now(UTC).isoformat(timespec="seconds")
             pages.append(
                 RawPage(
                     flow=flow,
-                    request={
-                        "method": "POST",
-                        "operation": operation,
-                        "endpoint": self.mask(self.endpoint),
-                        "params": params,
-                        "timezone": window.tz or DEFAULT_TZ,
-                    },
+                    request=request,
                     body=response.content,
                     content_type=response.headers.get("Content-Type", "text/xml; charset=utf-8"),
                 )
             )
+        if flow == "clock_times" and pages:
+            listed = self._listed_employees()
+            if listed is not None:  # lands with the shifts: a replay tells unlisted from unmapped the same way
+                pages = [p.model_copy(update={"request": {**p.request, "listed_employees": listed}}) for p in pages]
         return pages
+
+    def _listed_employees(self) -> list[str] | None:
+        """The employee numbers ``getEmployees`` lists now, or None when the POS does not answer (then a shift
+        of an unmapped employee is only "not mapped"; the shifts themselves still land)."""
+        try:
+            return sorted({str(int(item.key)) for item in self.employees()}, key=int)
+        except AuthError:
+            raise
+        except (RemoteError, TransientError, ValueError) as exc:
+            log.warning("%s: getEmployees failed, unlisted employees are reported as unmapped: %s", self.name, exc)
+            return None
 
     # -- parse (no network, no credentials)
 
@@ -479,7 +502,14 @@ class MplusKassaClient(SourceClient):
         try:
             if operation == "getShifts":
                 rows = list(_rows(body, operation, "shiftList", "shift"))
-                return _parse_shifts(rows, ZoneInfo(page.request.get("timezone") or DEFAULT_TZ))
+                fetched_at = page.request.get("fetched_at")
+                listed = page.request.get("listed_employees")
+                return _parse_shifts(
+                    rows,
+                    ZoneInfo(page.request.get("timezone") or DEFAULT_TZ),
+                    fetched_at=datetime.fromisoformat(fetched_at) if fetched_at else None,
+                    listed=set(listed) if listed is not None else None,
+                )
             rows = list(_rows(body, operation, "turnoverList", "turnover"))
         except ValueError as exc:
             return [], [Reject(reason=str(exc), payload={"request": page.request}, ref=page_ref)]
@@ -589,7 +619,11 @@ def _parse_turnover(rows: list[dict[str, Any]]) -> tuple[list[RevenueLine], list
 _SHIFT_REQUIRED = ("shiftNumber", "branchNumber", "financialDate", "employeeNumber", "startTimestamp", "ended")
 
 
-def _parse_shifts(rows: list[dict[str, Any]], tz: ZoneInfo) -> tuple[list[ShiftRecord], list[Reject]]:
+def _parse_shifts(
+    rows: list[dict[str, Any]], tz: ZoneInfo, *, fetched_at: datetime | None = None, listed: set[str] | None = None
+) -> tuple[list[ShiftRecord], list[Reject]]:
+    """``fetched_at``: when the page was fetched (an open shift begun over 24 hours before is rejected);
+    ``listed``: the employee numbers getEmployees listed then (None: not known, as on pages landed before)."""
     shifts: list[ShiftRecord] = []
     rejects: list[Reject] = []
     seen: dict[str, ShiftRecord] = {}
@@ -622,6 +656,12 @@ def _parse_shifts(rows: list[dict[str, Any]], tz: ZoneInfo) -> tuple[list[ShiftR
         elif end is not None and end - start > MAX_SHIFT:
             hours = (end - start).total_seconds() / 3600
             reason = f"{who} lasts {hours:.1f} hours, longer than 24 hours ({start.isoformat()} → {end.isoformat()})"
+        elif end is None and fetched_at is not None and fetched_at - start > MAX_SHIFT:
+            hours = (fetched_at - start).total_seconds() / 3600
+            reason = (
+                f"{who} is still open {hours:.1f} hours after it started, longer than 24 hours "
+                f"(started {start.isoformat()}; close or correct it in the POS)"
+            )
         if reason:
             rejects.append(Reject(reason=reason, payload=row, ref=ref))
             continue
@@ -635,6 +675,7 @@ def _parse_shifts(rows: list[dict[str, Any]], tz: ZoneInfo) -> tuple[list[ShiftR
             ended=ended,
             manually_modified=modified,
             cost_center=str(int(cost_center)) if cost_center is not None else None,
+            employee_listed=None if listed is None else str(int(row["employeeNumber"])) in listed,
         )
         first = seen.get(shift.shift_number)
         if first is None:

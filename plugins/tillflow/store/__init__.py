@@ -541,31 +541,46 @@ class Store(RunStateMixin):
                 (account_id, target_key, day, -1 if hour is None else hour, amount, origin),
             )
 
-    def delete_revenue_by_hand(self, account_id: int, target_key: str, day: date, *, hour: int | None = None) -> bool:
-        """Undo a hand-entered or imported value. A value never delivered goes; one delivered becomes 0 from
-        the integration (what the POS says until it says more: its next fetch overwrites it), so the next
-        run takes the hand value out of the target as well."""
+    def delete_revenue_by_hand(
+        self, account_id: int, target_key: str, day: date, *, hour: int | None = None, pos_amount: Decimal | None = None
+    ) -> str | None:
+        """Undo a hand-entered or imported value; ``pos_amount`` is what the POS says for that key (mapped
+        again from the pages landed for the day, :func:`tillflow.replay.landed_value`), None when unknown.
+
+        Returns ``"restored"`` (the row takes the POS value, origin integration: the next run sends it, on any
+        day, and later fetches overwrite it), ``"removed"`` (never sent to the target, nothing there to put
+        back), ``"kept"`` (nothing changed: the target may hold the hand value and the POS value is unknown —
+        removing the row would leave the hand value at the target, and 0 would be a figure the POS never
+        said), or None when the key holds no hand value.
+        """
         h = -1 if hour is None else hour
+        key = (account_id, target_key, day, h)
         with self.conn.transaction():
-            delivered = self.conn.execute(
-                "SELECT 1 FROM tillflow.delivery_state WHERE account_id = %s AND target_key = %s "
-                "AND business_date = %s AND hour = %s AND status = 'delivered'",
-                (account_id, target_key, day, h),
+            row = self.conn.execute(
+                "SELECT r.amount, d.account_id IS NOT NULL AS sent FROM tillflow.revenue r"
+                " LEFT JOIN tillflow.delivery_state d USING (account_id, target_key, business_date, hour)"
+                " WHERE r.account_id = %s AND r.target_key = %s AND r.business_date = %s AND r.hour = %s"
+                " AND r.origin IN ('manual', 'excel') FOR UPDATE OF r",
+                key,
             ).fetchone()
-            if delivered:
-                cur = self.conn.execute(
-                    "UPDATE tillflow.revenue SET amount = 0, origin = 'integration', run_id = NULL, updated_at = now() "
-                    "WHERE account_id = %s AND target_key = %s AND business_date = %s AND hour = %s "
-                    "AND origin IN ('manual', 'excel')",
-                    (account_id, target_key, day, h),
+            if row is None:
+                return None
+            # any delivery state (delivered, or failed/skipped after an earlier delivery): the target may hold it
+            if pos_amount is not None and (row["sent"] or pos_amount != 0):
+                self.conn.execute(
+                    "UPDATE tillflow.revenue SET amount = %s, origin = 'integration', run_id = NULL, updated_at = now()"
+                    " WHERE account_id = %s AND target_key = %s AND business_date = %s AND hour = %s",
+                    (pos_amount, *key),
                 )
-            else:
-                cur = self.conn.execute(
-                    "DELETE FROM tillflow.revenue WHERE account_id = %s AND target_key = %s AND business_date = %s "
-                    "AND hour = %s AND origin IN ('manual', 'excel')",
-                    (account_id, target_key, day, h),
-                )
-        return cur.rowcount > 0
+                return "restored"
+            if row["sent"]:
+                return "kept"
+            self.conn.execute(
+                "DELETE FROM tillflow.revenue WHERE account_id = %s AND target_key = %s AND business_date = %s"
+                " AND hour = %s",
+                key,
+            )
+            return "removed"
 
     def revenue(self, account_id: int, window: Window | None = None) -> list[dict[str, Any]]:
         rows = self.conn.execute(

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from tillflow.errors import ConfigError
 from tillflow.records import DeliveryResult, RefItem, TargetRow
-from tillflow.sources.base import ConnectionInfo, Window
+from tillflow.sources.base import ConnectionInfo, Window, close_http
 
 
 class TargetClient(ABC):
@@ -34,6 +34,10 @@ class TargetClient(ABC):
     @classmethod
     @abstractmethod
     def from_connection(cls, conn: ConnectionInfo) -> TargetClient: ...
+
+    def close(self) -> None:
+        """Release the client's HTTP session, as :meth:`SourceClient.close`."""
+        close_http(self)
 
     def set_business_day(self, tz: str, cutoff: time) -> None:  # noqa: B027 - optional hook, no-op by default
         """The account's timezone and business-day cutoff, for a target that turns hours of a business day into

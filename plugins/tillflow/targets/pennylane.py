@@ -32,7 +32,10 @@ Payload (:func:`tillflow.flows.ledger.entry_payload`): ``{"date": "YYYY-MM-DD", 
 * the journal code → its id (``GET /journals`` filtered on ``code``; created with ``POST /journals`` when
   missing, labelled "Caisse <code>");
 * an account number → its id (``GET /ledger_accounts`` with ``number start_with``, then the exact number;
-  created with ``POST /ledger_accounts`` ``{number, label: "Compte <number>"}`` when missing);
+  created with ``POST /ledger_accounts`` ``{number, label: "Compte <number>"}`` when missing). A line with
+  ``vat_rate`` (a VAT line, percent such as ``"5.5"``) creates its account with Pennylane's optional
+  ``vat_rate`` code — country and percent × 10: ``FR_200``, ``FR_100``, ``FR_55``, ``FR_21`` — and
+  ``country_alpha2`` (``extra.country_alpha2``); an account that exists already is used as it is;
 * a line with ``customer`` → that customer's own receivable account (``GET /customers`` filtered on
   ``external_reference``; created with ``POST /company_customers`` ``{name, emails, external_reference,
   billing_address}`` when missing — the address is required by Pennylane and tillflow has none, so its
@@ -445,12 +448,18 @@ class PennylaneClient(TargetClient):
                 return acct["id"]
         return None
 
-    def account_id(self, number: str) -> int:
-        """The id of the ledger account ``number``, created ("Compte <number>") when missing."""
+    def account_id(self, number: str, vat_rate: str | None = None) -> int:
+        """The id of the ledger account ``number``, created ("Compte <number>") when missing — with the VAT
+        rate code of ``vat_rate`` (percent, e.g. ``"20"`` → ``FR_200``) when given.
+
+        :raises ConfigError: a ``vat_rate`` that is not a percentage with at most one decimal.
+        """
         found = self._find_account(number)
         if found is not None:
             return found
         body = {"number": number, "label": f"Compte {number}"}
+        if vat_rate is not None:
+            body |= {"vat_rate": self.vat_rate_code(vat_rate), "country_alpha2": self.country_alpha2}
         created, refused = self._create("/ledger_accounts", body, f"ledger account {number}")
         if created is None:
             found = self._find_account(number)
@@ -459,6 +468,16 @@ class PennylaneClient(TargetClient):
             return found
         self._accounts[number] = created["id"]
         return created["id"]
+
+    def vat_rate_code(self, rate: str) -> str:
+        """Pennylane's VAT rate code of a percentage in the client's country: ``"5.5"`` → ``"FR_55"``."""
+        try:
+            tenths = Decimal(str(rate)) * 10
+        except InvalidOperation:
+            tenths = Decimal("NaN")
+        if not tenths.is_finite() or tenths < 0 or tenths >= 1000 or tenths != tenths.to_integral_value():
+            raise ConfigError(f"{self.name}: vat_rate {rate!r} is not a percentage with at most one decimal")
+        return f"{self.country_alpha2}_{int(tenths)}"
 
     def _find_customer(self, ref: str) -> int | None:
         if ref in self._customers:
@@ -558,6 +577,11 @@ class PennylaneClient(TargetClient):
         for i, line in enumerate(lines):
             if not isinstance(line, dict) or not isinstance(line.get("account"), str) or not line["account"]:
                 raise ConfigError(f"{where}: line {i} needs an 'account' number")
+            if line.get("vat_rate") is not None:
+                try:
+                    self.vat_rate_code(str(line["vat_rate"]))
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: line {i} {str(exc).removeprefix(self.name + ': ')}") from None
             debit = _amount(line.get("debit", "0.00"), f"{where}: line {i} debit")
             credit = _amount(line.get("credit", "0.00"), f"{where}: line {i} credit")
             out.append((line, debit, credit))
@@ -583,7 +607,8 @@ class PennylaneClient(TargetClient):
                 if line.get("customer"):
                     account_id = self.customer_account_id(str(line["customer"]), payload.get("customer"))
                 else:
-                    account_id = self.account_id(line["account"])
+                    rate = line.get("vat_rate")
+                    account_id = self.account_id(line["account"], None if rate is None else str(rate))
                 body_lines.append(
                     {
                         "debit": f"{debit:.2f}",

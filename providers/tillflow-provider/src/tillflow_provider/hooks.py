@@ -113,9 +113,8 @@ class TillflowVendorHook(BaseHook):
 
 
 def _close(client: Any) -> None:
-    """Close a client's HTTP session (``client.http`` for the REST clients, ``close()`` for MplusKASSA's)."""
-    http = getattr(client, "http", None)
-    closer = getattr(http, "close", None) or getattr(client, "close", None)
+    """Close a client's HTTP session: every source and target client has ``close()``."""
+    closer = getattr(client, "close", None)
     if callable(closer):
         closer()
 
