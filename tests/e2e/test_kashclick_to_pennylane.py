@@ -34,7 +34,7 @@ def dags(airflow_db, mail_server):
     return build_dags(spec.model_copy(update={"retry_delay_seconds": 1}))
 
 
-def add_account(store, sandbox, key, orders_per_day=4):
+def add_account(store, sandbox, key, orders_per_day=4, fiscal_year_start=DAY - timedelta(days=30)):
     from tillflow.specs import load_spec, parse_settings
 
     spec = load_spec(ROOT / "dags" / "kashclick_to_pennylane.yaml")
@@ -62,7 +62,7 @@ def add_account(store, sandbox, key, orders_per_day=4):
     settings = {
         "timezone": "Europe/Paris",
         "lookback_days": 1,
-        "flows": {"ledger": {"fiscal_year_start": str(DAY - timedelta(days=30))}},
+        "flows": {"ledger": {"fiscal_year_start": str(fiscal_year_start)}},
     }
     account = store.upsert_account(
         spec.integration,
@@ -79,10 +79,22 @@ def entries(sandbox, key):
     return requests.get(f"{sandbox.pennylane_url}/_sandbox/companies/{key}", timeout=10).json()["company"]["entries"]
 
 
-def assert_once_and_balanced(store, sandbox, account, key):
+def pos_events(sandbox, key, days):
+    """The POS's own events of ``days`` (read from the Kash.click stand-in): each gets one ledger entry."""
+    events = set()
+    for day in days:
+        pos = requests.get(f"{sandbox.kashclick_url}/_sandbox/shops/{key}/day/{day}", timeout=10).json()
+        events |= {f"order:{o['id']}" for o in pos["orders"]} | {f"payment:{p['id']}" for p in pos["payments"]}
+        events |= {f"closing:{c['id']}" for c in pos["closings"]}
+    return events
+
+
+def assert_once_and_balanced(store, sandbox, account, key, days=(DAY,)):
     posted = entries(sandbox, key)
     pieces = Counter(e["piece_number"] for e in posted)
     assert posted and max(pieces.values()) == 1, [p for p, n in pieces.items() if n > 1]
+    # every event the POS has for those days, exactly once — none missing, none extra
+    assert pieces == Counter(f"{key}:{event}:r1" for event in pos_events(sandbox, key, days))
     for e in posted:
         lines = e.get("ledger_entry_lines") or e.get("lines")
         assert sum(Decimal(x["debit"]) for x in lines) == sum(Decimal(x["credit"]) for x in lines)
@@ -128,32 +140,46 @@ from tillflow.specs import load_spec
 spec = load_spec(sys.argv[1])
 conns = {k: ConnectionInfo(conn_id=k, **{f: v for f, v in c.items() if f != "conn_type"})
          for k, c in json.load(open(sys.argv[2])).items()}
-sync.run_shard(spec, dag_id="kashclick_to_pennylane", run_id="kill-ledger", shard=0, conns=conns.__getitem__)
+sync.run_shard(spec, dag_id=sys.argv[3], run_id="kill-ledger", shard=0, conns=conns.__getitem__)
 """
 
 
-def test_a_worker_killed_mid_posting_and_retried_posts_each_event_exactly_once(store, sandbox, tmp_path):
+@pytest.mark.parametrize("flow", ["ledger", "history"])
+def test_a_worker_killed_mid_posting_and_retried_posts_each_event_exactly_once(store, sandbox, tmp_path, flow):
+    """The daily flow (a manual range) and the history import (due after activation, from the fiscal-year
+    start): the worker is SIGKILLed mid-posting, the retry finishes it, every POS event is posted once."""
     from tillflow.sources.base import ConnectionInfo
     from tillflow.specs import load_spec
     from tillflow.sync import RunParams, plan_run, run_shard
 
     spec = load_spec(ROOT / "dags" / "kashclick_to_pennylane.yaml")
-    account, conns = add_account(store, sandbox, "killed", orders_per_day=6)
-    plan_run(
-        store,
-        spec,
-        [spec.flow("ledger")],
-        dag_id="kashclick_to_pennylane",
-        run_id="kill-ledger",
-        logical_date=datetime.now(UTC),
-        params=RunParams(date_from=DAY - timedelta(days=1), date_to=DAY),
-        manual=True,
-    )
+    now = datetime.now(UTC)
+    key = f"killed-{flow}"
+    if flow == "ledger":
+        account, conns = add_account(store, sandbox, key, orders_per_day=6)
+        days = [DAY - timedelta(days=1), DAY]
+        params, manual = RunParams(date_from=days[0], date_to=days[-1]), True
+    else:  # a week of history, activated ten minutes ago: the activation DAG's tick runs it
+        account, conns = add_account(store, sandbox, key, orders_per_day=2, fiscal_year_start=DAY - timedelta(days=6))
+        settings = account.settings.model_copy(update={"activated_at": now - timedelta(minutes=10)})
+        store.update_settings(account.id, settings)
+        params, manual = RunParams(), False
+    dag_id = spec.flow(flow).dag_id
+    planned = plan_run(
+        store, spec, [spec.flow(flow)], dag_id=dag_id, run_id="kill-ledger", logical_date=now, params=params,
+        manual=manual,
+    )  # fmt: skip
+    assert len(planned.items) == 1, planned.not_run
+    if flow == "history":
+        window = planned.items[0].window
+        days = [window.start + timedelta(days=n) for n in range((window.end - window.start).days + 1)]
+        assert window.start == DAY - timedelta(days=6) and len(days) >= 7
     conn_file = tmp_path / "conns.json"
     conn_file.write_text(json.dumps(conns))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), *sys.path])}
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(ROOT / "dags" / "kashclick_to_pennylane.yaml"), str(conn_file)], env=env
+        [sys.executable, "-c", CHILD, str(ROOT / "dags" / "kashclick_to_pennylane.yaml"), str(conn_file), dag_id],
+        env=env,
     )
     try:
         deadline = time.monotonic() + 90
@@ -177,19 +203,23 @@ def test_a_worker_killed_mid_posting_and_retried_posts_each_event_exactly_once(s
     )
     store.conn.commit()
     assert states["confirmed"] >= 5 and (states["claimed"] + states["sent"]) > 0, states  # killed mid-posting
-    retry = run_shard(
-        spec,
-        dag_id="kashclick_to_pennylane",
-        run_id="kill-ledger",
-        shard=0,
-        conns=lambda cid: ConnectionInfo(conn_id=cid, **{f: v for f, v in conns[cid].items() if f != "conn_type"}),
-    )
-    if retry.outcomes and retry.outcomes[0].status != "success":  # an unknown outcome: the next retry looks it up
-        retry = run_shard(
+
+    def retry():
+        return run_shard(
             spec,
-            dag_id="kashclick_to_pennylane",
+            dag_id=dag_id,
             run_id="kill-ledger",
             shard=0,
             conns=lambda cid: ConnectionInfo(conn_id=cid, **{f: v for f, v in conns[cid].items() if f != "conn_type"}),
         )
-    assert_once_and_balanced(store, sandbox, account, "killed")
+
+    result = retry()
+    if result.outcomes and result.outcomes[0].status != "success":  # an unknown outcome: the next retry looks it up
+        result = retry()
+    assert_once_and_balanced(store, sandbox, account, key, days)
+    if flow == "history":  # done once: the next tick of the activation DAG does not run it again
+        later = plan_run(
+            store, spec, [spec.flow(flow)], dag_id=dag_id, run_id="kill-ledger-later",
+            logical_date=now + timedelta(hours=2), params=RunParams(), manual=False,
+        )  # fmt: skip
+        assert not later.items and "done" in later.not_run[key], later.not_run
