@@ -324,26 +324,30 @@ def cmd_mappings_list(args: argparse.Namespace) -> int:
             source.close()
         rules = {kind: store.mappings(account.id, kind) for kind in listed}
         settings = account.settings.flows
-    # a ledger flow posts through its chart of accounts (settings), not the mapping table
-    ledger = next((f.settings_key for f in spec.flows if f.kind == "ledger"), None)
-    chart = None
-    if ledger is not None:
-        from tillflow.posting import Chart
+    from tillflow.flows import get_kind
 
-        chart = Chart.model_validate((settings.get(ledger) or {}).get("chart") or {})
-        print(f"(mapped through the chart of accounts, settings flows.{ledger}.chart; not `mappings set`)")
+    notes = {get_kind(f.kind).mapped_through.format(flow=f.settings_key) for f in spec.flows} - {""}
+    for note in sorted(notes):
+        print(f"(mapped through {note})")
     unmapped_total = 0
     for kind, items in listed.items():
         print(f"{_plural(kind)} ({len(items)}):")
         for item in items:
-            if chart is not None:
-                state = chart.chapter(kind, item.key)
-                if state is None:
-                    unmapped_total += 1
-                    state = f"NOT IN THE CHART: add it to flows.{ledger}.chart (its events go to rejects)"
-            elif kind == "cost_center":
-                modes = {k: v for f in settings.values() for k, v in (f.get("cost_centers") or {}).items()}
-                state = f"→ department mode {modes.get(item.key, 'auto')} (flows.clock_times.cost_centers)"
+            # a flow kind may map an item through its own settings (the ledger's chart, clock times' cost
+            # centres) rather than through the mapping table
+            by_settings = next(
+                (
+                    found
+                    for f in spec.flows
+                    if (found := get_kind(f.kind).settings_mapping(
+                        settings.get(f.settings_key) or {}, kind, item.key, flow_name=f.settings_key
+                    )) is not None
+                ),
+                None,
+            )  # fmt: skip
+            if by_settings is not None:
+                state, mapped = by_settings
+                unmapped_total += not mapped
             else:
                 rule = rules[kind].get(item.key)
                 if rule is None:

@@ -195,19 +195,7 @@ def seed(store: Store, urls: dict[str, str]) -> None:
         )
         for location, unit in mapping.items():
             store.set_mapping(account.id, "location", location, unit)
-    eitje_spec = spec_for(EITJE_DAG_ID)
-    for key, acc in eitje_demo_accounts().items():
-        store.delete_account(EITJE_DAG_ID, key)
-        account = store.upsert_account(
-            EITJE_DAG_ID,
-            key,
-            name=acc["name"],
-            conn_id=f"kassatellen_{key}",
-            target_conn_id=f"eitje_{key}",
-            settings=parse_settings(acc["settings"], spec=eitje_spec, where=key),
-        )
-        for group, eitje_group in acc["mapping"].items():
-            store.set_mapping(account.id, "revenue_group", group, eitje_group)
+    seed_eitje(store)
     seed_shiftbase(store)
     seed_pennylane(store)
     seed_ccv(store)
@@ -231,6 +219,26 @@ def seed(store: Store, urls: dict[str, str]) -> None:
     path = tillflow_home() / "demo_connections.json"
     path.write_text(json.dumps(connections(urls), indent=2))
     _airflow("connections", "import", "--overwrite", str(path))
+
+
+def seed_eitje(store: Store) -> None:
+    """The Kassatellen → Eitje demo accounts (``include/demo/eitje_accounts.yaml``), afresh, with their
+    revenue-group mappings (``het_anker`` leaves its gift-card group unmapped on purpose)."""
+    from tillflow.cli import spec_for
+
+    eitje_spec = spec_for(EITJE_DAG_ID)
+    for key, acc in eitje_demo_accounts().items():
+        store.delete_account(EITJE_DAG_ID, key)
+        account = store.upsert_account(
+            EITJE_DAG_ID,
+            key,
+            name=acc["name"],
+            conn_id=f"kassatellen_{key}",
+            target_conn_id=f"eitje_{key}",
+            settings=parse_settings(acc["settings"], spec=eitje_spec, where=key),
+        )
+        for group, eitje_group in acc["mapping"].items():
+            store.set_mapping(account.id, "revenue_group", group, eitje_group)
 
 
 def seed_pennylane(store: Store) -> None:

@@ -213,34 +213,19 @@ def landed_value(
     source never has a whole-day value); None when no page of the integration's revenue flows covers the
     day. Raises NeedsMapping when a POS key with data on that day has no mapping.
     """
-    from tillflow.sources import get_source
+    from tillflow import sync
 
-    settings = account.settings
-    kinds = {}
+    seen = set()
     for flow in spec.flows:  # a revenue kind lands under its kind's name, whichever of its flows fetched it
         kind = get_kind(flow.kind)
-        if kind.table == "revenue":
-            kinds.setdefault(kind.name, (kind, flow))
-    for kind, flow in kinds.values():
+        if kind.table != "revenue" or kind.name in seen:
+            continue
+        seen.add(kind.name)
         pages = store.landed_for_window(account.id, kind.name, Window(day, day))
         if not pages:
             continue
-        parser = get_source(spec.source_of(flow))
-        lines: dict[tuple, Any] = {}
-        for _, page in pages:  # oldest first: a later page's record replaces an earlier one
-            parsed, _ = kind.parse(parser, page)
-            for line in parsed:
-                if kind.record_day(line, settings) == day:
-                    lines[kind.record_key(line)] = line
-        mapping_kind = kind.mapping_kinds(parser)[0]
-        flow_settings = kind.check_settings(settings.flows.get(flow.settings_key, {}), flow_name=flow.settings_key)
-        rows = kind.map(
-            list(lines.values()),
-            store.mappings(account.id, mapping_kind),
-            account=account,
-            flow_settings=flow_settings,
-            mapping_kind=mapping_kind,
-        )[0]
+        lines, _ = sync.parse_pages(spec, flow, pages, account.settings, Window(day, day))
+        rows = sync.map_lines(store, spec, flow, account, lines)[0]
         return sum(
             (r.amount for r in rows if (r.target_key, r.business_date, r.hour) == (target_key, day, hour)),
             Decimal("0.00"),

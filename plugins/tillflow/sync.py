@@ -461,6 +461,26 @@ def check_gate(store: Store, spec: IntegrationSpec, item: WorkItem, client: Any,
         raise exc
 
 
+def parse_pages(
+    spec: IntegrationSpec, flow: FlowSpec, pages: list[tuple[int, Any]], settings: Any, window: Window
+) -> tuple[list[Any], list[tuple[int, list[Any]]]]:
+    """Parse landed pages without side effects: the records inside ``window`` (later pages win per record key)
+    and each page's rejects, as (landing id, rejects)."""
+    kind = get_kind(flow.kind)
+    parser = get_source(spec.source_of(flow))
+    lines: dict[tuple, Any] = {}
+    rejects_by_page: list[tuple[int, list[Any]]] = []
+    for landing_id, page in pages:
+        parsed, rejects = kind.parse(parser, page)
+        if rejects:
+            rejects_by_page.append((landing_id, rejects))
+        for line in parsed:
+            day = kind.record_day(line, settings)  # an instant's business day: timezone and cutoff
+            if day is None or window.start <= day <= window.end:
+                lines[kind.record_key(line)] = line
+    return list(lines.values()), rejects_by_page
+
+
 def parse_landed(
     store: Store,
     spec: IntegrationSpec,
@@ -471,25 +491,28 @@ def parse_landed(
     problems: dict[str, str] | None = None,
 ) -> tuple[list[Any], int]:
     """Parse landed pages (later pages win per key/day/hour), record rejects; records inside the window."""
-    flow = spec.flow(item.flow)
-    kind = get_kind(flow.kind)
-    parser = get_source(spec.source_of(flow))
     pages = landed if landed and isinstance(landed[0], tuple) else store.landed(landed)
-    lines: dict[tuple[str, date, int | None], Any] = {}
+    settings = store.account_by_id(item.account_id).settings
+    lines, rejects_by_page = parse_pages(spec, spec.flow(item.flow), pages, settings, item.window)
     rejected = 0
-    settings = store.account_by_id(item.account_id).settings  # an instant's business day: timezone and cutoff
-    for landing_id, page in pages:
-        parsed, rejects = kind.parse(parser, page)
-        if rejects:
-            store.add_rejects(item.account_id, item.flow, rejects, landing_id=landing_id, run_id=run_id)
-            if problems is not None:
-                problems.update({f"rejected {r.ref}: {r.reason}": f"rejected {r.ref}: {r.reason}" for r in rejects})
+    for landing_id, rejects in rejects_by_page:
+        store.add_rejects(item.account_id, item.flow, rejects, landing_id=landing_id, run_id=run_id)
+        if problems is not None:
+            problems.update({f"rejected {r.ref}: {r.reason}": f"rejected {r.ref}: {r.reason}" for r in rejects})
         rejected += len(rejects)
-        for line in parsed:
-            day = kind.record_day(line, settings)
-            if day is None or item.window_start <= day <= item.window_end:
-                lines[kind.record_key(line)] = line
-    return list(lines.values()), rejected
+    return lines, rejected
+
+
+def map_lines(store: Store, spec: IntegrationSpec, flow: FlowSpec, account: Any, lines: list[Any]) -> tuple:
+    """Map parsed records with the account's current mappings and flow settings, without side effects:
+    (rows, ignored, map rejects, mapping kind). Raises NeedsMapping naming what is unmapped."""
+    kind = get_kind(flow.kind)
+    mapping_kind = kind.mapping_kinds(get_source(spec.source_of(flow)))[0]
+    rules = store.mappings(account.id, mapping_kind)
+    flow_settings = kind.check_settings(account.settings.flows.get(flow.settings_key, {}), flow_name=flow.settings_key)
+    mapped = kind.map(lines, rules, account=account, flow_settings=flow_settings, mapping_kind=mapping_kind)
+    rows, ignored, map_rejects = mapped if len(mapped) == 3 else (*mapped, [])
+    return rows, ignored, map_rejects, mapping_kind
 
 
 def map_rows(
@@ -507,14 +530,9 @@ def map_rows(
     Raises NeedsMapping (and marks the account's flow) when a source key with data has no mapping.
     """
     account = account or store.account_by_id(item.account_id)
-    flow = spec.flow(item.flow)
-    kind = get_kind(flow.kind)
     lines, rejected = parse_landed(store, spec, item, landed, run_id=run_id, problems=problems)
-    mapping_kind = kind.mapping_kinds(get_source(spec.source_of(flow)))[0]
-    rules = store.mappings(item.account_id, mapping_kind)
-    flow_settings = kind.check_settings(account.settings.flows.get(flow.settings_key, {}), flow_name=flow.settings_key)
     try:
-        mapped = kind.map(lines, rules, account=account, flow_settings=flow_settings, mapping_kind=mapping_kind)
+        rows, ignored, map_rejects, mapping_kind = map_lines(store, spec, spec.flow(item.flow), account, lines)
     except NeedsMapping as exc:
         store.set_status(item.account_id, "needs_mapping", str(exc), flow=item.flow)
         store.activity_update(
@@ -528,7 +546,6 @@ def map_rows(
             finished=True,
         )
         raise
-    rows, ignored, map_rejects = mapped if len(mapped) == 3 else (*mapped, [])
     if map_rejects:  # records the kind cannot map (an unmapped employee): kept with the reason, the rest goes on
         store.add_rejects(item.account_id, item.flow, map_rejects, landing_id=None, run_id=run_id)
         rejected += len(map_rejects)

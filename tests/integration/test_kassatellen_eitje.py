@@ -372,20 +372,11 @@ def test_activation_backfill_with_incomplete_credentials_is_retried_every_hour_u
 
 
 def test_the_demo_summary_fails_unless_eitje_holds_what_was_synced_and_the_gate_held_het_anker(store, sandbox):
-    from tillflow.demo import EITJE_DAG_ID, eitje_demo_accounts, eitje_summary
+    from tillflow.demo import EITJE_DAG_ID, eitje_demo_accounts, eitje_summary, seed_eitje
 
+    seed_eitje(store)  # what `make demo` seeds, run against the test's stand-ins
     conns = {}
-    for key, acc in eitje_demo_accounts().items():  # what `make demo` seeds, on the test's stand-ins
-        account = store.upsert_account(
-            EITJE_DAG_ID,
-            key,
-            name=acc["name"],
-            conn_id=f"kassatellen_{key}",
-            target_conn_id=f"eitje_{key}",
-            settings=parse_settings(acc["settings"], spec=SPEC),
-        )
-        for group, eitje_group in acc["mapping"].items():
-            store.set_mapping(account.id, "revenue_group", group, eitje_group)
+    for key, acc in eitje_demo_accounts().items():
         conns[f"kassatellen_{key}"] = ConnectionInfo(
             conn_id=f"kassatellen_{key}",
             host=sandbox.kassatellen_url,

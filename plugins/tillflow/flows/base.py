@@ -46,6 +46,15 @@ class FlowKind(ABC):
         """The mapping kinds (``tillflow.mappings.kind``) this kind needs from that source."""
         return (source_cls.mapping_kind,)
 
+    #: a kind that maps the source's items through its settings instead of the mapping table says through what
+    #: (``{flow}`` is the flow's settings key); ``mappings list`` prints it
+    mapped_through: ClassVar[str] = ""
+
+    def settings_mapping(self, flow_settings: dict[str, Any], item_kind: str, key: str, *, flow_name: str):
+        """How this kind's own settings map one item the source lists (``mappings list``): ``(text, mapped)``,
+        or None when the mapping table maps it (``mappings set``) — the default."""
+        return None
+
     def check_settings(self, data: dict[str, Any], *, flow_name: str) -> BaseModel:
         """Validate an account's settings for one flow; ConfigError names ``flows.<flow>.<field>``."""
         from tillflow.specs import format_validation_error

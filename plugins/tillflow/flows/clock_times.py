@@ -78,6 +78,13 @@ class ClockTimes(FlowKind):
     def mapping_kinds(self, source_cls: Any) -> tuple[str, ...]:
         return ("employee",)
 
+    def settings_mapping(self, flow_settings: dict[str, Any], item_kind: str, key: str, *, flow_name: str):
+        """Cost centres are set per account (``cost_centers``), not mapped with ``mappings set``."""
+        if item_kind != "cost_center":
+            return None
+        mode = ((flow_settings or {}).get("cost_centers") or {}).get(key, "auto")
+        return f"→ department mode {mode} (flows.{flow_name}.cost_centers)", True
+
     def parse(self, source_cls: Any, page: Any):
         return source_cls.parse_page(page)
 

@@ -102,9 +102,19 @@ class Ledger(FlowKind):
     gate = "with_data"
     delivery = "ledger_outbox"
     settings_model = LedgerSettings
+    mapped_through = "the chart of accounts, settings flows.{flow}.chart; not `mappings set`"
 
     def parse(self, source_cls: Any, page: Any):
         return source_cls.parse_page(page)
+
+    def settings_mapping(self, flow_settings: dict[str, Any], item_kind: str, key: str, *, flow_name: str):
+        """Payment methods, registers and VAT rates post through the account's chart of accounts."""
+        from tillflow.posting import Chart
+
+        chapter = Chart.model_validate((flow_settings or {}).get("chart") or {}).chapter(item_kind, key)
+        if chapter is None:
+            return f"NOT IN THE CHART: add it to flows.{flow_name}.chart (its events go to rejects)", False
+        return chapter, True
 
     def record_key(self, record: Any) -> tuple:
         return ("event", _event_key(record))
